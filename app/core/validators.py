@@ -1,0 +1,175 @@
+"""Domain-free value normalisers: each returns the canonical value or raises ValueError(message).
+
+Messages are lazily translated strings; services collect them per field.
+"""
+
+import datetime as dt
+import re
+import secrets
+import string
+import unicodedata
+
+import phonenumbers
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+from flask_babel import lazy_gettext as _l
+
+# Control characters and bidi overrides have no place in names or identifiers (R21).
+_FORBIDDEN = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(value, max_length=None, multiline=False):
+    """Trim, NFC-normalise, refuse control/bidi characters and enforce a length; '' becomes None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        return None
+    check = value.replace("\n", "").replace("\r", "").replace("\t", "") if multiline else value
+    if _FORBIDDEN.search(check) or (not multiline and ("\n" in value or "\r" in value)):
+        raise ValueError(_l("Contains characters that are not allowed."))
+    if max_length and len(value) > max_length:
+        raise ValueError(_l("Must be at most %(max)d characters (now %(n)d).", max=max_length, n=len(value)))
+    return value
+
+
+def normalize_email(value):
+    value = clean_text(value, 254)
+    if not value:
+        raise ValueError(_l("E-mail is required."))
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        raise ValueError(_l("Enter a valid e-mail address, like name@example.com."))
+    return result.normalized.lower()
+
+
+def normalize_phone(value, default_region=None):
+    """Parse a phone number and return it in E.164 (+14155550123)."""
+    value = clean_text(value, 40)
+    if not value:
+        return None
+    try:
+        number = phonenumbers.parse(value, default_region)
+    except phonenumbers.NumberParseException:
+        raise ValueError(_l("Enter the phone number in international format, like +14155550123."))
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(_l("This phone number is not valid for its country."))
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_country(value):
+    """Accept an ISO 3166 alpha-2, alpha-3 or English name (any case); return alpha-2."""
+    value = clean_text(value, 100)
+    if not value:
+        return None
+    country = None
+    if len(value) == 2:
+        country = pycountry.countries.get(alpha_2=value.upper())
+    elif len(value) == 3:
+        country = pycountry.countries.get(alpha_3=value.upper())
+    if country is None:
+        try:
+            country = pycountry.countries.lookup(value)
+        except LookupError:
+            country = None
+    if country is None:
+        raise ValueError(_l("Unknown country: choose one from the list (ISO 3166)."))
+    return country.alpha_2
+
+
+def country_name(code, locale=None):
+    """Country name for display, translated with Babel's locale data when available."""
+    if not code:
+        return ""
+    try:
+        from babel import Locale
+        name = Locale.parse(str(locale or "en")).territories.get(code)
+        if name:
+            return name
+    except Exception:  # unknown locale: fall back to English
+        pass
+    country = pycountry.countries.get(alpha_2=code)
+    return country.name if country else code
+
+
+def country_choices(locale=None):
+    return sorted(((c.alpha_2, country_name(c.alpha_2, locale)) for c in pycountry.countries),
+                  key=lambda x: x[1])
+
+
+def parse_date(value):
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = clean_text(value, 40)
+    for fmt in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d", "%m/%d/%Y"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(_l("Enter a date as YYYY-MM-DD."))
+
+
+def check_birth_date(value, today=None):
+    value = parse_date(value)
+    if value is None:
+        return None
+    today = today or dt.date.today()
+    if value >= today:
+        raise ValueError(_l("The date of birth must be in the past."))
+    if value.year < 1900:
+        raise ValueError(_l("The date of birth is too far in the past."))
+    return value
+
+
+PASSWORD_SPECIALS = "!@#$%^&*()-_=+[]{};:,.<>/?~"
+
+
+def check_password(value):
+    """Complexity of CL-REC-6: ≥ 8 characters with upper, lower, digit and special character."""
+    if value is None or value == "":
+        return None
+    problems = []
+    if len(value) < 8:
+        problems.append(_l("at least 8 characters"))
+    if len(value) > 128:
+        raise ValueError(_l("The password must be at most 128 characters."))
+    if not re.search(r"[A-Z]", value):
+        problems.append(_l("an upper-case letter"))
+    if not re.search(r"[a-z]", value):
+        problems.append(_l("a lower-case letter"))
+    if not re.search(r"\d", value):
+        problems.append(_l("a digit"))
+    if not re.search(r"[^A-Za-z0-9]", value):
+        problems.append(_l("a special character"))
+    if problems:
+        raise ValueError(_l("The password needs %(missing)s.", missing=", ".join(str(p) for p in problems)))
+    return value
+
+
+def generate_password(length=14):
+    """A random password that always satisfies check_password."""
+    alphabet = string.ascii_letters + string.digits + PASSWORD_SPECIALS
+    while True:
+        pw = "".join(secrets.choice(alphabet) for _ in range(length))
+        try:
+            check_password(pw)
+            return pw
+        except ValueError:
+            continue
+
+
+def check_choice(value, choices, label_map=None):
+    if value in (None, ""):
+        return None
+    value = str(value).strip().lower()
+    if value not in choices:
+        raise ValueError(_l("Choose one of: %(choices)s.", choices=", ".join(
+            str((label_map or {}).get(c, c)) for c in choices)))
+    return value

@@ -1,0 +1,5 @@
+"""Imports every model module so the metadata is complete (FAB, Alembic and tests rely on it)."""
+
+from .clients import models as clients_models  # noqa: F401
+from .core import audit  # noqa: F401
+from .organisation import models as organisation_models  # noqa: F401

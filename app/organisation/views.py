@@ -1,0 +1,48 @@
+"""Settings screens for projects and desks (CL-ORG-1)."""
+
+from flask_babel import lazy_gettext as _l
+
+from ..core.filters import ClientDeskInterface, ProjectScopeFilter
+from ..core.settings_views import SettingsModelView
+from . import services
+from .models import Desk, Project
+
+
+class ProjectModelView(SettingsModelView):
+    datamodel = ClientDeskInterface(Project)
+    class_permission_name = "Projects"
+    list_title = _l("Projects")
+    show_title = add_title = edit_title = _l("Project")
+    list_columns = ["name", "key", "active", "created_at"]
+    show_columns = ["name", "key", "description", "active", "created_at", "desks"]
+    add_columns = edit_columns = ["name", "key", "description", "active"]
+    search_columns = ["name", "key", "active"]
+    order_columns = ["name", "key", "active", "created_at"]
+    base_order = ("name", "asc")
+    base_filters = [["id", ProjectScopeFilter, None]]
+    label_columns = {"name": _l("Name"), "key": _l("Key"), "description": _l("Description"),
+                     "active": _l("Active"), "created_at": _l("Created"), "desks": _l("Desks")}
+    description_columns = {"key": _l("A short unique code, e.g. ACME-EU."),
+                           "active": _l("Deactivate a project instead of deleting it when it has clients.")}
+
+    def service_delete_check(self, item):
+        services.ensure_project_deletable(item)
+
+
+class DeskModelView(SettingsModelView):
+    datamodel = ClientDeskInterface(Desk)
+    class_permission_name = "Desks"
+    list_title = _l("Desks")
+    show_title = add_title = edit_title = _l("Desk")
+    list_columns = ["name", "label", "project.name", "active"]
+    show_columns = ["name", "label", "project", "active"]
+    add_columns = edit_columns = ["project", "name", "label", "active"]
+    search_columns = ["name", "label", "project", "active"]
+    order_columns = ["name", "label", "project.name", "active"]
+    base_order = ("name", "asc")
+    base_filters = [["project_id", ProjectScopeFilter, None]]
+    label_columns = {"name": _l("Name"), "label": _l("Label"), "project": _l("Project"),
+                     "project.name": _l("Project"), "active": _l("Active")}
+
+    def service_delete_check(self, item):
+        services.ensure_desk_deletable(item)

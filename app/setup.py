@@ -1,0 +1,115 @@
+"""The steps of create_app(): extensions, AppBuilder, registrations and request hooks."""
+
+import datetime as dt
+
+from flask import current_app, g, request, session
+from flask_appbuilder import AppBuilder
+from flask_login import logout_user
+
+from .extensions import csrf, db, migrate
+
+
+def check_config(app):
+    key = app.config.get("SECRET_KEY") or ""
+    if app.config.get("CLIENTDESK_ENV") == "production" and len(key) < 32:
+        raise RuntimeError("SECRET_KEY must be set to at least 32 random characters in production.")
+    if not key:
+        # Development only: a per-process random key (sessions end on restart).
+        import secrets
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+    app.config.setdefault("JWT_SECRET_KEY", app.config["SECRET_KEY"])
+
+
+def init_extensions(app):
+    # CSRFProtect must exist before add_api() so FAB exempts the JWT API blueprints (fab5-notes §8).
+    csrf.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=_migrations_dir())
+
+
+def _migrations_dir():
+    import os
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+
+def init_appbuilder(app):
+    from . import models_index  # noqa: F401  every model registered before FAB looks at metadata
+    from .security import ClientDeskSecurityManager
+    from .core.views import ClientDeskIndexView
+
+    appbuilder = AppBuilder(security_manager_class=ClientDeskSecurityManager, indexview=ClientDeskIndexView,
+                            base_template="clientdesk_base.html")
+    appbuilder.init_app(app, db.session)
+    app.appbuilder = appbuilder
+
+
+def register_all(app):
+    from . import registry
+    registry.register(app.appbuilder)
+    _limit_api_login(app)
+
+
+def _limit_api_login(app):
+    """AUTH_RATE_LIMITED only covers the form login; apply the same limit to the JWT login (R11)."""
+    sm = app.appbuilder.sm
+    if not app.config.get("AUTH_RATE_LIMITED"):
+        return
+    for view in app.appbuilder.baseviews:
+        if view.__class__.__name__ == "SecurityApi" and view.blueprint is not None:
+            sm.limiter.limit(sm.auth_rate_limit, methods=["POST"])(view.blueprint)
+
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "Content-Security-Policy": ("default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+                                "img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                                "script-src 'self' 'unsafe-inline'; form-action 'self'"),
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def init_security_hooks(app):
+    @app.before_request
+    def _idle_timeout():
+        """Browser sessions end after SESSION_IDLE_MINUTES without a request (R15)."""
+        if request.path.startswith("/static/") or request.path.startswith("/appbuilder/"):
+            return
+        limit = current_app.config.get("SESSION_IDLE_MINUTES") or 0
+        now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+        last = session.get("_seen")
+        if limit and last and now - last > limit * 60 and "_user_id" in session:
+            logout_user()
+            session.clear()
+        if "_user_id" in session:
+            session["_seen"] = now
+            session.permanent = True
+
+    @app.after_request
+    def _headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if current_app.config.get("PREFERRED_URL_SCHEME") == "https":
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if getattr(g, "no_store", False) or request.endpoint and (
+                request.endpoint.startswith("AuthDBView") or "client" in request.endpoint.lower()):
+            response.headers["Cache-Control"] = "no-store, no-cache, must-revalidate, max-age=0"
+            response.headers["Pragma"] = "no-cache"
+        return response
+
+    @app.errorhandler(500)
+    def _generic_error(exc):
+        """Never leak database text or tracebacks (R20)."""
+        from flask import jsonify, render_template_string
+        from flask_babel import gettext
+        db.session.rollback()
+        message = gettext("Something went wrong. The error was logged; please try again.")
+        if request.path.startswith("/api/"):
+            return jsonify(message=message), 500
+        return render_template_string("<!doctype html><title>{{ m }}</title><p>{{ m }}</p>", m=message), 500
+
+
+def register_cli(app):
+    from .cli import clientdesk
+    app.cli.add_command(clientdesk)

@@ -1,0 +1,153 @@
+"""ClientDesk configuration: every option comes from the environment with a typed default."""
+
+import os
+from datetime import timedelta
+
+from flask_appbuilder.const import AUTH_DB
+
+BASE_DIR = os.path.abspath(os.path.dirname(__file__))
+INSTANCE_DIR = os.path.join(BASE_DIR, "instance")
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _anchored(*names):
+    """FAB_ROLES matches view names with re.match, a prefix match: anchor every name."""
+    return [f"^{name}$" for name in names]
+
+
+# Permissions of the shipped roles (CL-ORG-4). Admin gets everything from FAB itself.
+_CLIENT_READ = [["^Clients$", "can_list"], ["^Clients$", "can_show"], ["^Clients$", "can_get"],
+                ["^Clients$", "can_info"], ["^Clients$", "menu_access"]]
+_CLIENT_EDIT = [["^Clients$", "can_edit"], ["^Clients$", "can_put"]]
+_CLIENT_ADD = [["^Clients$", "can_add"], ["^Clients$", "can_post"]]
+_SETTINGS_READ = [[v, p] for v in _anchored("Statuses", "CustomFields", "FunnelStages") for p in
+                  ("can_list", "can_show", "menu_access")]
+_SETTINGS_WRITE = [[v, p] for v in _anchored("Statuses", "CustomFields", "FunnelStages") for p in
+                   ("can_add", "can_edit", "can_delete")]
+_LOGS = [["^AuditLogs$", "can_list"], ["^AuditLogs$", "can_show"], ["^AuditLogs$", "menu_access"],
+         ["^Clients$", "can_view_logs"]]
+_COMMON = [["^Settings$", "menu_access"], ["^CRM$", "menu_access"],
+           ["^UserInfoEditView$", "can_this_form_get"], ["^UserInfoEditView$", "can_this_form_post"],
+           ["^ResetMyPasswordView$", "can_this_form_get"], ["^ResetMyPasswordView$", "can_this_form_post"],
+           ["^UserDBModelView$", "can_userinfo"], ["^UserDBModelView$", "resetmypassword"],
+           ["^Clients$", "can_lang"]]
+
+SHIPPED_ROLES = {
+    "Manager": _COMMON + _CLIENT_READ + _CLIENT_EDIT + _CLIENT_ADD + _SETTINGS_READ + _SETTINGS_WRITE + _LOGS + [
+        ["^Clients$", p] for p in (
+            "can_reassign", "can_bulk_edit", "can_change_project", "can_change_state", "can_import",
+            "can_export", "can_create_action", "can_edit_action_type", "can_delete_action",
+            "can_send_private_message", "can_view_assets", "can_edit_assets", "can_view_balance",
+            "can_merge_duplicates", "can_manage_settings", "can_see_undesked", "can_manage_2fa")
+    ],
+    "Agent": _COMMON + _CLIENT_READ + _CLIENT_EDIT + [
+        ["^Clients$", p] for p in ("can_create_action", "can_change_state", "can_manage_2fa")
+    ],
+    "Compliance": _COMMON + _CLIENT_READ + _LOGS + [
+        ["^Clients$", p] for p in ("can_view_balance", "can_view_assets", "can_see_undesked")
+    ],
+    "Viewer": _COMMON + _CLIENT_READ,
+}
+
+
+class Config:
+    # Core Flask
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    # Set to "production" to refuse start-up without a real SECRET_KEY.
+    CLIENTDESK_ENV = os.environ.get("CLIENTDESK_ENV", "development")
+    # SQLAlchemy URL; defaults to an embedded SQLite file under instance/.
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", "sqlite:///" + os.path.join(INSTANCE_DIR, "clientdesk.db"))
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # Redis for RQ jobs and shared rate-limit counters; unset = jobs run inline.
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+
+    # Flask-AppBuilder
+    APP_NAME = "ClientDesk"
+    APP_THEME = ""
+    AUTH_TYPE = AUTH_DB
+    AUTH_ROLE_ADMIN = "Admin"
+    AUTH_ROLE_PUBLIC = "Public"
+    AUTH_USER_REGISTRATION = False
+    FAB_ROLES = SHIPPED_ROLES
+    # Alembic owns the schema and `flask clientdesk init-security` owns permissions (deploy time).
+    FAB_CREATE_DB = env_bool("FAB_CREATE_DB", False)
+    FAB_UPDATE_PERMS = env_bool("FAB_UPDATE_PERMS", False)
+    FAB_ADD_SECURITY_API = False
+    FAB_API_SWAGGER_UI = True  # also gates /api/v1/_openapi, which stays behind JWT
+    FAB_API_SHOW_STACKTRACE = False
+    FAB_API_MAX_PAGE_SIZE = 100
+    FAB_PASSWORD_HASH_METHOD = os.environ.get("FAB_PASSWORD_HASH_METHOD", "scrypt")
+    AUTH_DB_FAKE_PASSWORD_HASH_CHECK = True
+    FAB_SAFE_REDIRECT_HOSTS = [h for h in os.environ.get("SAFE_HOSTS", "").split(",") if h]
+    FAB_ALLOW_GET_UNSAFE_MUTATIONS = False
+
+    # Languages (CL-SET-2); an absolute path, or flask-babel ignores the root-level catalogs.
+    LANGUAGES = {
+        "en": {"flag": "gb", "name": "English"},
+        "es": {"flag": "es", "name": "Español"},
+        "ru": {"flag": "ru", "name": "Русский"},
+    }
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_TRANSLATION_DIRECTORIES = os.path.join(BASE_DIR, "translations")
+    BABEL_DEFAULT_TIMEZONE = "UTC"
+
+    # Session and cookies (R14, R15)
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)  # True behind HTTPS
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=8)
+    # Minutes of inactivity after which a browser session must log in again.
+    SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 30)
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=15)
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(hours=12)
+
+    # CSRF (registered globally in create_app)
+    WTF_CSRF_ENABLED = True
+    WTF_CSRF_TIME_LIMIT = None
+
+    # Rate limiting (R11): both the form login and the API login.
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    AUTH_RATE_LIMITED = True
+    AUTH_RATE_LIMIT = os.environ.get("AUTH_RATE_LIMIT", "10 per minute")
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or os.environ.get("REDIS_URL") or "memory://"
+    RATELIMIT_HEADERS_ENABLED = False
+
+    # Request size
+    MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 25 * 1024 * 1024)
+
+    # Security headers (R19); HSTS only when served over HTTPS.
+    PREFERRED_URL_SCHEME = os.environ.get("PREFERRED_URL_SCHEME", "http")
+    FORCE_HTTPS = env_bool("FORCE_HTTPS", False)
+
+    # Domain defaults
+    CLIENT_UID_MIN_DIGITS = 5
+    LIST_PAGE_SIZE = 25
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret-key-not-for-production-0123456789"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    SQLALCHEMY_ENGINE_OPTIONS = {}
+    REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+    FAB_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
+    WTF_CSRF_ENABLED = False
+    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = "memory://"
+    SERVER_NAME = None
