@@ -14,10 +14,23 @@ def check_config(app):
     if app.config.get("CLIENTDESK_ENV") == "production" and len(key) < 32:
         raise RuntimeError("SECRET_KEY must be set to at least 32 random characters in production.")
     if not key:
-        # Development only: a per-process random key (sessions end on restart).
-        import secrets
-        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        # Development only: a random key kept in instance/secret_key, shared by all worker processes.
+        app.config["SECRET_KEY"] = _dev_secret_key()
     app.config.setdefault("JWT_SECRET_KEY", app.config["SECRET_KEY"])
+
+
+def _dev_secret_key():
+    import os
+    import secrets
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "secret_key")
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    with open(path) as fh:
+        return fh.read().strip()
 
 
 def init_extensions(app):

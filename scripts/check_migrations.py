@@ -1,0 +1,41 @@
+"""Fail when the models and the migrations disagree: upgrade an empty database, then autogenerate."""
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main():
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+
+    url = os.environ.get("DRIFT_DATABASE_URL")
+    tmp = None
+    if not url:
+        tmp = tempfile.NamedTemporaryFile(suffix=".db", delete=False)
+        url = "sqlite:///" + tmp.name
+    app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=url)
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, db.metadata)
+    if tmp:
+        os.unlink(tmp.name)
+    if diff:
+        print("Models and migrations differ (run `make migrate m=...` and review):")
+        for d in diff:
+            print("  ", d)
+        return 1
+    print(f"migrations: no drift ({url.split(':')[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Shared fixtures: one app per test session on a migrated database (SQLite by default,
+PostgreSQL when TEST_DATABASE_URL is set), staff users per security.md's fixture list, and a
+fresh organisation (projects P1/P2, desks D1a/D1b/D2a) for every test."""
+
+import os
+import re
+import types
+
+import pytest
+from sqlalchemy import text
+
+PASSWORD = "Passw0rd!x"
+
+# username, role, project keys, desk names, active
+STAFF = [
+    ("admin", "Admin", [], [], True),
+    ("mgr_p1", "Manager", ["P1"], [], True),
+    ("agent_d1a", "Agent", ["P1"], ["D1a"], True),
+    ("agent_p2", "Agent", ["P2"], [], True),
+    ("viewer_p1", "Viewer", ["P1"], [], True),
+    ("compliance_p1", "Compliance", ["P1"], [], True),
+    ("inactive", "Agent", ["P1"], [], False),
+    ("nobody", "Agent", [], [], True),
+]
+
+DOMAIN_TABLES = ["client_tag", "two_factor_method", "client", "tag", "desk_user", "project_user", "desk", "project",
+                 "client_status", "funnel_stage", "fee_group", "contact_origin", "custom_field", "audit_log"]
+
+
+def _database_url():
+    """SQLite in memory, or a PostgreSQL database of its own per xdist worker."""
+    url = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if url.startswith("postgresql") and worker:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+        base = make_url(url)
+        name = f"{base.database}_{worker}"
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        url = base.set(database=name).render_as_string(hide_password=False)
+    return url
+
+
+@pytest.fixture(scope="session")
+def app():
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.cli import sync_security
+
+    url = _database_url()
+    app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=url)
+    with app.app_context():
+        from app.extensions import db
+        if url.startswith("postgresql"):
+            _reset_postgres(db)
+        upgrade()
+        sync_security()
+        sm = app.appbuilder.sm
+        for username, role, _, _, active in STAFF:
+            user = sm.find_user(username=username)
+            if user is None:
+                user = sm.add_user(username, username.title(), "Tester", f"{username}@staff.test",
+                                   sm.find_role(role), PASSWORD)
+            user.active = active
+        db.session.commit()
+        db.session.remove()
+    yield app
+
+
+def _reset_postgres(db):
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+
+
+def _truncate_domain(db):
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.begin() as conn:
+            conn.execute(text("SET session_replication_role = replica"))
+            conn.execute(text("TRUNCATE " + ", ".join(DOMAIN_TABLES) + " RESTART IDENTITY CASCADE"))
+            conn.execute(text("SET session_replication_role = DEFAULT"))
+    else:
+        with db.engine.begin() as conn:
+            for table in DOMAIN_TABLES:
+                conn.execute(text(f"DELETE FROM {table}"))
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE uid_counter SET value = 0 WHERE name = 'client'"))
+
+
+@pytest.fixture()
+def world(app):
+    """A fresh organisation: P1 (desks D1a, D1b), P2 (desk D2a), staff assigned, default statuses."""
+    from app.clients.models import ClientStatus, ContactOrigin, FeeGroup
+    from app.extensions import db
+    from app.organisation.models import Desk, Project
+
+    with app.app_context():
+        _truncate_domain(db)
+        p1 = Project(name="Project One", key="P1", active=True)
+        p2 = Project(name="Project Two", key="P2", active=True)
+        db.session.add_all([p1, p2])
+        db.session.flush()
+        desks = {"D1a": Desk(project=p1, name="D1a", label="Desk 1a"), "D1b": Desk(project=p1, name="D1b", label="Desk 1b"),
+                 "D2a": Desk(project=p2, name="D2a", label="Desk 2a")}
+        db.session.add_all(desks.values())
+        new = ClientStatus(label="New", colour="#123456", order=10, is_default=True,
+                           label_translations={"es": "Nuevo", "ru": "Новый"})
+        vip = ClientStatus(label="VIP", colour="#654321", order=5)
+        db.session.add_all([new, vip, ContactOrigin(label="Website", builtin=True), FeeGroup(label="Standard")])
+        sm = app.appbuilder.sm
+        projects = {"P1": p1, "P2": p2}
+        users = {}
+        for username, _, pkeys, dnames, _ in STAFF:
+            user = sm.find_user(username=username)
+            user.projects = [projects[k] for k in pkeys]
+            user.desks = [desks[d] for d in dnames]
+            users[username] = user.id
+        db.session.commit()
+        w = types.SimpleNamespace(
+            p1=p1.id, p2=p2.id, d1a=desks["D1a"].id, d1b=desks["D1b"].id, d2a=desks["D2a"].id,
+            status_new=new.id, status_vip=vip.id, users=users)
+        db.session.remove()
+    return w
+
+
+@pytest.fixture()
+def ctx(app):
+    """An app context for service-level tests (closed after the test, never shared with requests)."""
+    from app.extensions import db
+    with app.app_context():
+        yield
+        db.session.rollback()
+        db.session.remove()
+
+
+def user(app, username):
+    return app.appbuilder.sm.find_user(username=username)
+
+
+_PHONES = iter(f"+4915123{n:06d}" for n in range(1, 10**6))
+
+
+def client_data(world, **overrides):
+    n = next(_PHONES)
+    data = {"client_type": "personal", "email": f"c{n[-6:]}@example.org", "first_name": "Anna",
+            "last_name": "Tester", "phone": n, "project_id": world.p1}
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture()
+def make_client(app, world):
+    """Create a client through the service as admin (or `as_user`); returns its id."""
+    from app.clients import services
+    from app.extensions import db
+
+    def make(as_user="admin", **overrides):
+        with app.app_context():
+            actor = user(app, as_user)
+            c = services.create_client(client_data(world, **overrides), actor)
+            cid = c.id
+            db.session.remove()
+            return cid
+    return make
+
+
+def login(client, username, password=PASSWORD):
+    response = client.post("/login/", data={"username": username, "password": password})
+    assert response.status_code == 302, response.data[:500]
+    return client
+
+
+@pytest.fixture()
+def web(app):
+    """A test client factory: web('agent_p2') returns a client logged in as that user."""
+    def make(username=None):
+        c = app.test_client()
+        if username:
+            login(c, username)
+        return c
+    return make
+
+
+def api_token(client, username, password=PASSWORD):
+    r = client.post("/api/v1/security/login", json={"username": username, "password": password, "provider": "db"})
+    assert r.status_code == 200, r.data
+    return {"Authorization": f"Bearer {r.get_json()['access_token']}"}
+
+
+def csrf_from(html):
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html)
+    return match.group(1) if match else None
