@@ -17,6 +17,20 @@ def check_config(app):
         # Development only: a random key kept in instance/secret_key, shared by all worker processes.
         app.config["SECRET_KEY"] = _dev_secret_key()
     app.config.setdefault("JWT_SECRET_KEY", app.config["SECRET_KEY"])
+    _fake_password_hash(app)
+
+
+def _fake_password_hash(app):
+    """FAB hashes a dummy password for unknown users (R12); the value must be a real hash made with
+    FAB_PASSWORD_HASH_METHOD so both login paths cost the same. A flag (True) would reach
+    check_password_hash as a bool and turn every unknown-user login into a 500."""
+    value = app.config.get("AUTH_DB_FAKE_PASSWORD_HASH_CHECK")
+    if isinstance(value, str) and value.count("$") >= 2:
+        return
+    import secrets
+    from werkzeug.security import generate_password_hash
+    method = app.config.get("FAB_PASSWORD_HASH_METHOD") or "scrypt"
+    app.config["AUTH_DB_FAKE_PASSWORD_HASH_CHECK"] = generate_password_hash(secrets.token_hex(16), method=method)
 
 
 def _dev_secret_key():

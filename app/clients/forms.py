@@ -92,12 +92,18 @@ def manager_options(user):
     people = {}
     for uid, first, last, pid in db.session.execute(q):
         entry = people.setdefault(uid, {"id": uid, "name": f"{first} {last}".strip(), "projects": set(),
-                                        "desks": set()})
+                                        "desks": set(), "wide": set()})
         entry["projects"].add(pid)
     if people:
-        for uid, did in db.session.execute(select(desk_user.c.user_id, desk_user.c.desk_id)
-                                           .where(desk_user.c.user_id.in_(list(people)))):
+        narrowed = {}
+        for uid, did, pid in db.session.execute(
+                select(desk_user.c.user_id, desk_user.c.desk_id, Desk.project_id)
+                .join(Desk, Desk.id == desk_user.c.desk_id).where(desk_user.c.user_id.in_(list(people)))):
             people[uid]["desks"].add(did)
+            narrowed.setdefault(uid, set()).add(pid)
+        for uid, entry in people.items():
+            # project-wide staff may manage clients on any desk of that project (services.eligible_managers_query)
+            entry["wide"] = entry["projects"] - narrowed.get(uid, set())
     return sorted(people.values(), key=lambda p: p["name"].lower())
 
 

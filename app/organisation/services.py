@@ -124,7 +124,11 @@ def eligible_managers_query(project_id, desk_id=None):
     q = (select(User).join(project_user, project_user.c.user_id == User.id)
          .where(project_user.c.project_id == project_id, User.active.is_(True)))
     if desk_id is not None:
-        q = q.where(User.id.in_(select(desk_user.c.user_id).where(desk_user.c.desk_id == desk_id)))
+        # On a desk: staff of that desk, or project-wide staff (no desk assignment inside this project).
+        on_desk = select(desk_user.c.user_id).where(desk_user.c.desk_id == desk_id)
+        narrowed = (select(desk_user.c.user_id).join(Desk, Desk.id == desk_user.c.desk_id)
+                    .where(Desk.project_id == project_id))
+        q = q.where(or_(User.id.in_(on_desk), User.id.not_in(narrowed)))
     return q.order_by(User.first_name, User.last_name, User.id)
 
 

@@ -24,7 +24,8 @@
         $all('option[data-projects]', manager).forEach(function (o) {
           var ps = (o.getAttribute('data-projects') || '').split(' ');
           var ds = (o.getAttribute('data-desks') || '').split(' ');
-          var ok = (!p || ps.indexOf(p) >= 0) && (!d || ds.indexOf(d) >= 0);
+          var wide = (o.getAttribute('data-wide') || '').split(' ');
+          var ok = (!p || ps.indexOf(p) >= 0) && (!d || ds.indexOf(d) >= 0 || wide.indexOf(p) >= 0);
           o.hidden = !ok; o.disabled = !ok;
           if (!ok && o.selected) { manager.value = ''; }
         });
