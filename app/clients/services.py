@@ -13,6 +13,7 @@ from sqlalchemy import func, insert, or_, select, update
 from werkzeug.security import generate_password_hash
 
 from ..core import validators as v
+from ..core.actor import attributed
 from ..core.errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..organisation import services as org
@@ -439,6 +440,7 @@ def build_client(clean, actor):
     return client
 
 
+@attributed
 def create_client(data, actor):
     clean = validate_client_data(data, actor)
     client = build_client(clean, actor)
@@ -447,6 +449,7 @@ def create_client(data, actor):
     return client
 
 
+@attributed
 def update_client(client, data, actor):
     """Apply the fields present in `data`; absent fields stay unchanged."""
     get_client(actor, client.id)  # scope re-check: the caller may hold a stale object
@@ -467,6 +470,7 @@ def _check_state_change(client, state, actor):
         raise ValidationFailed({"state": [_l("You are not allowed to change the client's state.")]})
 
 
+@attributed
 def change_state(client, state, actor):
     """Activate, deactivate or suspend (CL-REC-10); clients are never hard-deleted."""
     get_client(actor, client.id)
@@ -480,6 +484,7 @@ def change_state(client, state, actor):
     return client
 
 
+@attributed
 def set_outcome(client, outcome, actor):
     get_client(actor, client.id)
     try:
@@ -490,6 +495,7 @@ def set_outcome(client, outcome, actor):
     return client
 
 
+@attributed
 def change_project(client, project_id, actor):
     """Move a client to another project; desk and manager that do not fit are cleared (CL-REC-1)."""
     get_client(actor, client.id)
@@ -526,6 +532,7 @@ def _method(client, method_id):
     return method
 
 
+@attributed
 def make_default_2fa(client, method_id, actor):
     get_client(actor, client.id)
     method = _method(client, method_id)
@@ -535,6 +542,7 @@ def make_default_2fa(client, method_id, actor):
     return method
 
 
+@attributed
 def delete_2fa(client, method_id, actor):
     get_client(actor, client.id)
     method = _method(client, method_id)
@@ -545,6 +553,7 @@ def delete_2fa(client, method_id, actor):
     db.session.commit()
 
 
+@attributed
 def update_2fa_phone(client, method_id, phone, actor):
     get_client(actor, client.id)
     method = _method(client, method_id)

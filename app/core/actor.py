@@ -38,3 +38,32 @@ def current_actor():
         if user is not None and getattr(user, "id", None):
             return Actor(user.id)
     return Actor(None)
+
+
+@contextmanager
+def as_actor(user):
+    """Attribute writes in the block to `user`, keeping the job id of an enclosing job context."""
+    outer = _actor.get()
+    user_id = getattr(user, "id", None)
+    if user_id is None or (outer is not None and outer.user_id == user_id):
+        yield
+        return
+    token = _actor.set(Actor(user_id, outer.job_id if outer else None))
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def attributed(fn):
+    """Decorator for service verbs: everything they write is attributed to their `actor` argument."""
+    import functools
+    import inspect
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        actor = signature.bind_partial(*args, **kwargs).arguments.get("actor")
+        with as_actor(actor):
+            return fn(*args, **kwargs)
+    return wrapper
