@@ -97,6 +97,14 @@ SECURITY_HEADERS = {
 }
 
 
+def _views_by_endpoint(app):
+    views = app.extensions.get("clientdesk_views")
+    if views is None:
+        views = app.extensions["clientdesk_views"] = {v.endpoint: v for v in app.appbuilder.baseviews
+                                                      if getattr(v, "endpoint", None)}
+    return views
+
+
 def init_security_hooks(app):
     @app.before_request
     def _idle_timeout():
@@ -112,6 +120,24 @@ def init_security_hooks(app):
         if "_user_id" in session:
             session["_seen"] = now
             session.permanent = True
+
+    @app.before_request
+    def _unknown_action_is_404():
+        """FAB's ModelView.action/action_post look the action up without checking it exists, so an unknown
+        name is an AttributeError (500) on every FAB view, reachable without any permission (R2)."""
+        endpoint = request.endpoint or ""
+        if not endpoint.endswith((".action", ".action_post")):
+            return
+        view = _views_by_endpoint(current_app).get(endpoint.rsplit(".", 1)[0])
+        if view is None:
+            return
+        if endpoint.endswith(".action"):
+            name = (request.view_args or {}).get("name")
+        else:
+            name = request.form.get("action")
+        if not name or name not in (getattr(view, "actions", None) or {}):
+            from flask import abort
+            abort(404)
 
     @app.after_request
     def _headers(response):

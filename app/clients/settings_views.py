@@ -8,7 +8,7 @@ from wtforms.validators import Length, Optional, Regexp
 
 from ..core.errors import Conflict
 from ..core.filters import ClientDeskInterface
-from ..core.settings_views import SettingsModelView, TranslatedLabelMixin, translation_fields
+from ..core.settings_views import SettingsModelView, TranslatedLabelMixin, boolean_fields, translation_fields
 from ..extensions import db
 from .models import Client, ClientStatus, ContactOrigin, CustomField, FeeGroup, FunnelStage
 
@@ -32,7 +32,8 @@ class ClientStatusModelView(TranslatedLabelMixin, SettingsModelView):
     list_columns = ["order", "label", "colour", "is_default", "active"]
     show_columns = ["label", "colour", "order", "is_default", "active"]
     add_columns = edit_columns = ["label", "label_es", "label_ru", "colour", "order", "is_default", "active"]
-    add_form_extra_fields = edit_form_extra_fields = translation_fields()
+    add_form_extra_fields = edit_form_extra_fields = {
+        **translation_fields(), **boolean_fields(is_default=_l("Default"), active=_l("Active"))}
     search_columns = ["label", "active"]
     order_columns = ["order", "label", "active"]
     base_order = ("order", "asc")
@@ -65,7 +66,7 @@ class FunnelStageModelView(TranslatedLabelMixin, SettingsModelView):
     list_columns = ["client_type", "order", "label", "active"]
     show_columns = ["client_type", "label", "order", "active"]
     add_columns = edit_columns = ["client_type", "label", "label_es", "label_ru", "order", "active"]
-    add_form_extra_fields = edit_form_extra_fields = translation_fields()
+    add_form_extra_fields = edit_form_extra_fields = {**translation_fields(), **boolean_fields(active=_l("Active"))}
     search_columns = ["client_type", "label", "active"]
     order_columns = ["client_type", "order", "label"]
     base_order = ("order", "asc")
@@ -83,7 +84,7 @@ class FeeGroupModelView(TranslatedLabelMixin, SettingsModelView):
     list_columns = ["label", "active"]
     show_columns = ["label", "active"]
     add_columns = edit_columns = ["label", "label_es", "label_ru", "active"]
-    add_form_extra_fields = edit_form_extra_fields = translation_fields()
+    add_form_extra_fields = edit_form_extra_fields = {**translation_fields(), **boolean_fields(active=_l("Active"))}
     search_columns = ["label", "active"]
     order_columns = ["label", "active"]
     base_order = ("label", "asc")
@@ -101,7 +102,7 @@ class ContactOriginModelView(TranslatedLabelMixin, SettingsModelView):
     list_columns = ["label", "builtin", "icon_url", "active"]
     show_columns = ["label", "builtin", "icon_url", "active"]
     add_columns = edit_columns = ["label", "label_es", "label_ru", "icon_url", "active"]
-    add_form_extra_fields = edit_form_extra_fields = translation_fields()
+    add_form_extra_fields = edit_form_extra_fields = {**translation_fields(), **boolean_fields(active=_l("Active"))}
     search_columns = ["label", "builtin", "active"]
     order_columns = ["label", "builtin", "active"]
     base_order = ("label", "asc")
@@ -125,7 +126,8 @@ class CustomFieldModelView(TranslatedLabelMixin, SettingsModelView):
     add_columns = ["key", "label", "label_es", "label_ru", "field_type", "options_text", "required", "order",
                    "active"]
     edit_columns = ["label", "label_es", "label_ru", "field_type", "options_text", "required", "order", "active"]
-    add_form_extra_fields = {**translation_fields(), "options_text": TextAreaField(
+    add_form_extra_fields = {**translation_fields(), **boolean_fields(required=_l("Required"), active=_l("Active")),
+                             "options_text": TextAreaField(
         _l("Options"), [Optional(), Length(max=4000)], description=_l("For select fields: one option per line."))}
     edit_form_extra_fields = add_form_extra_fields
     search_columns = ["key", "label", "field_type", "active"]

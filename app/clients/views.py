@@ -53,6 +53,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     route_base = "/clients"
     # Clients are never hard-deleted from the UI (CL-REC-10): no delete permission or route.
     base_permissions = CLIENT_PERMISSIONS
+    exclude_route_methods = {"delete", "download"}
     method_permission_name = {
         "change_project": "change_project", "change_state_view": "change_state", "set_outcome_view": "edit",
         "two_factor": "manage_2fa", "generate_password_view": "add", "logs": "view_logs",

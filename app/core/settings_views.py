@@ -18,6 +18,12 @@ def translation_fields():
             for code, name in TRANSLATED_LANGUAGES.items()}
 
 
+def boolean_fields(**labels):
+    """Optional checkboxes: FAB makes NOT NULL booleans "required", so unticking could never save."""
+    from wtforms import BooleanField
+    return {name: BooleanField(label) for name, label in labels.items()}
+
+
 class SettingsModelView(ModelView):
     """A Settings list with explicit columns; domain errors on delete become a flash message."""
 

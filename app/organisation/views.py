@@ -3,7 +3,7 @@
 from flask_babel import lazy_gettext as _l
 
 from ..core.filters import ClientDeskInterface, ProjectScopeFilter
-from ..core.settings_views import SettingsModelView
+from ..core.settings_views import SettingsModelView, boolean_fields
 from . import services
 from .models import Desk, Project
 
@@ -16,6 +16,7 @@ class ProjectModelView(SettingsModelView):
     list_columns = ["name", "key", "active", "created_at"]
     show_columns = ["name", "key", "description", "active", "created_at", "desks"]
     add_columns = edit_columns = ["name", "key", "description", "active"]
+    add_form_extra_fields = edit_form_extra_fields = boolean_fields(active=_l("Active"))
     search_columns = ["name", "key", "active"]
     order_columns = ["name", "key", "active", "created_at"]
     base_order = ("name", "asc")
@@ -37,6 +38,7 @@ class DeskModelView(SettingsModelView):
     list_columns = ["name", "label", "project.name", "active"]
     show_columns = ["name", "label", "project", "active"]
     add_columns = edit_columns = ["project", "name", "label", "active"]
+    add_form_extra_fields = edit_form_extra_fields = boolean_fields(active=_l("Active"))
     search_columns = ["name", "label", "project", "active"]
     order_columns = ["name", "label", "project.name", "active"]
     base_order = ("name", "asc")
