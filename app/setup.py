@@ -112,7 +112,7 @@ def init_security_hooks(app):
         if request.path.startswith("/static/") or request.path.startswith("/appbuilder/"):
             return
         limit = current_app.config.get("SESSION_IDLE_MINUTES") or 0
-        now = int(dt.datetime.now(dt.timezone.utc).timestamp())
+        now = int(dt.datetime.now(dt.UTC).timestamp())
         last = session.get("_seen")
         if limit and last and now - last > limit * 60 and "_user_id" in session:
             logout_user()
@@ -122,21 +122,32 @@ def init_security_hooks(app):
             session.permanent = True
 
     @app.before_request
-    def _unknown_action_is_404():
-        """FAB's ModelView.action/action_post look the action up without checking it exists, so an unknown
-        name is an AttributeError (500) on every FAB view, reachable without any permission (R2)."""
+    def _guard_fab_actions():
+        """The refusals of ScopedModelView.action/action_post for every view, FAB's own included (R2).
+
+        FAB looks an action up without checking it exists (unknown name: AttributeError, a 500 reachable
+        with no permission at all) and answers a refused one with a redirect that looks like success.
+        """
         endpoint = request.endpoint or ""
         if not endpoint.endswith((".action", ".action_post")):
             return
         view = _views_by_endpoint(current_app).get(endpoint.rsplit(".", 1)[0])
         if view is None:
             return
+        from flask import abort
         if endpoint.endswith(".action"):
+            if not view.is_get_mutation_allowed():
+                abort(405)
             name = (request.view_args or {}).get("name")
         else:
             name = request.form.get("action")
-        if not name or name not in (getattr(view, "actions", None) or {}):
-            from flask import abort
+        action = (getattr(view, "actions", None) or {}).get(name) if name else None
+        if action is None:
+            abort(404)
+        if not (action.single if endpoint.endswith(".action") else action.multiple):
+            abort(404)  # e.g. FAB's copyrole (multiple only) iterates its argument: a 500 on the single route
+        if not current_app.appbuilder.sm.has_access(view.get_action_permission_name(name),
+                                                    view.class_permission_name):
             abort(404)
 
     @app.after_request

@@ -105,7 +105,8 @@ def world(app):
         p2 = Project(name="Project Two", key="P2", active=True)
         db.session.add_all([p1, p2])
         db.session.flush()
-        desks = {"D1a": Desk(project=p1, name="D1a", label="Desk 1a"), "D1b": Desk(project=p1, name="D1b", label="Desk 1b"),
+        desks = {"D1a": Desk(project=p1, name="D1a", label="Desk 1a"),
+                 "D1b": Desk(project=p1, name="D1b", label="Desk 1b"),
                  "D2a": Desk(project=p2, name="D2a", label="Desk 2a")}
         db.session.add_all(desks.values())
         new = ClientStatus(label="New", colour="#123456", order=10, is_default=True,

@@ -231,7 +231,7 @@ def form_to_service_data(form, creating):
     data["custom_fields"] = custom
     keys = request.form.getlist("meta_key")
     values = request.form.getlist("meta_value")
-    data["meta"] = {k: val for k, val in zip(keys, values) if k.strip() or val.strip()}
-    if any(not k.strip() and val.strip() for k, val in zip(keys, values)):
+    data["meta"] = {k: val for k, val in zip(keys, values, strict=False) if k.strip() or val.strip()}
+    if any(not k.strip() and val.strip() for k, val in zip(keys, values, strict=False)):
         data["meta"][""] = "x"  # let the service explain that every entry needs a key
     return data

@@ -18,7 +18,7 @@ from ..core.errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..organisation import services as org
 from ..organisation.models import Desk, Project
-from .models import (CLIENT_TYPES, CUSTOM_FIELD_TYPES, GENDERS, OUTCOMES, RISK_LEVELS, STATES, TWO_FACTOR_KINDS,
+from .models import (CLIENT_TYPES, GENDERS, OUTCOMES, RISK_LEVELS, STATES, TWO_FACTOR_KINDS,
                      VERIFICATION_LEVELS, VERIFICATION_STATUSES, Client, ClientStatus, ContactOrigin, CustomField,
                      FeeGroup, FunnelStage, Tag, TwoFactorMethod, UidCounter, utcnow)
 
@@ -602,4 +602,4 @@ def deactivated_states():
 
 
 def now():
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

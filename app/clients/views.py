@@ -8,9 +8,8 @@ from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
 from flask_appbuilder.widgets import FormWidget
-from flask_babel import get_locale, gettext, lazy_gettext as _l
-from markupsafe import Markup, escape
-from sqlalchemy import and_, func, or_, select
+from flask_babel import get_locale, lazy_gettext as _l
+from sqlalchemy import or_, select
 
 from ..core import audit
 from ..core.errors import DomainError, NotFound
@@ -37,10 +36,6 @@ class ClientSearchBoxFilter(BaseFilter):
             return query
         clause = services.literal_search_clause(request.args.get("q", ""))
         return query.filter(clause) if clause is not None else query
-
-
-def _email_link(client_email, pk=None):
-    return client_email
 
 
 class ClientFormWidget(FormWidget):
@@ -129,7 +124,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         widgets["edit"] = self.add_widget(
             route_base=self.route_base, form=form, include_cols=[], exclude_cols=[], fieldsets=None,
             panels=forms.PANELS, item=item, managers=forms.manager_options(g.user),
-            desks=forms.desk_options(g.user), meta_items=self._meta_items(item), meta_errors=g.get("form_extra_errors", {}).get("meta", []),
+            desks=forms.desk_options(g.user), meta_items=self._meta_items(item),
+            meta_errors=g.get("form_extra_errors", {}).get("meta", []),
             custom_fields=getattr(form, "custom_field_defs", []), field_labels=forms.FIELD_LABELS,
         )
         return widgets
@@ -137,7 +133,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     @staticmethod
     def _meta_items(item):
         if request.method == "POST":
-            return list(zip(request.form.getlist("meta_key"), request.form.getlist("meta_value")))
+            return list(zip(request.form.getlist("meta_key"), request.form.getlist("meta_value"), strict=False))
         return list(((item.meta if item is not None else None) or {}).items())
 
     def post_add_redirect(self):
@@ -296,10 +292,3 @@ _LABEL_MAPS = {
     "verification_status": forms.VERIFICATION_STATUS_LABELS, "state": forms.STATE_LABELS,
     "outcome": forms.OUTCOME_LABELS,
 }
-
-
-def escape_text(value):
-    return Markup(escape(value))
-
-
-__all__ = ["ClientModelView", "and_", "func", "gettext"]

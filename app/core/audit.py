@@ -21,7 +21,7 @@ SECRET_MARK = "(changed)"
 
 
 def utcnow():
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class AuditLog(db.Model):

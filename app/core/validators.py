@@ -89,7 +89,7 @@ def country_name(code, locale=None):
         name = Locale.parse(str(locale or "en")).territories.get(code)
         if name:
             return name
-    except Exception:  # unknown locale: fall back to English
+    except (ValueError, TypeError, LookupError):  # unknown locale: fall back to English
         pass
     country = pycountry.countries.get(alpha_2=code)
     return country.name if country else code

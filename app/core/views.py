@@ -9,7 +9,6 @@ import logging
 
 from flask import abort, flash, g, redirect, request, url_for
 from flask_appbuilder import IndexView, ModelView, expose
-from flask_appbuilder.security.decorators import has_access
 from flask_babel import gettext, lazy_gettext as _l
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 

@@ -11,7 +11,7 @@ from ..extensions import db
 
 
 def _utcnow():
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 project_user = Table(
