@@ -15,5 +15,6 @@ def create_app(config_object="config.Config", **overrides):
         setup.init_appbuilder(app)
         setup.register_all(app)
     setup.init_security_hooks(app)
+    setup.init_locale_hooks(app)
     setup.register_cli(app)
     return app

@@ -174,6 +174,28 @@ def init_security_hooks(app):
         return render_template_string("<!doctype html><title>{{ m }}</title><p>{{ m }}</p>", m=message), 500
 
 
+def init_locale_hooks(app):
+    """Remember a staff user's language choice and restore it at every login (CL-SET-2)."""
+    from flask_login import user_logged_in
+
+    from .organisation import services as org
+
+    @app.after_request
+    def _remember_language(response):
+        if request.endpoint == "LocaleView.index" and response.status_code in (200, 302):
+            user = current_app.appbuilder.sm.current_user
+            locale = (request.view_args or {}).get("locale")
+            if user is not None and locale in current_app.config.get("LANGUAGES", {}):
+                org.set_staff_locale(user.id, locale)
+        return response
+
+    @user_logged_in.connect_via(app)
+    def _restore_language(sender, user, **extra):
+        pref = org.staff_preference(user.id)
+        if pref is not None and pref.locale:
+            session["locale"] = pref.locale
+
+
 def register_cli(app):
     from .cli import clientdesk
     app.cli.add_command(clientdesk)

@@ -24,7 +24,8 @@ STAFF = [
 ]
 
 DOMAIN_TABLES = ["client_tag", "two_factor_method", "client", "tag", "desk_user", "project_user", "desk", "project",
-                 "client_status", "funnel_stage", "fee_group", "contact_origin", "custom_field", "audit_log"]
+                 "client_status", "funnel_stage", "fee_group", "contact_origin", "custom_field", "audit_log",
+                 "staff_preference"]
 
 
 def _database_url():

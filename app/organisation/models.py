@@ -68,3 +68,12 @@ class Desk(Audited, db.Model):
 
     def __repr__(self):
         return self.label or self.name or ""
+
+
+class StaffPreference(db.Model):
+    """A staff user's personal settings that follow them across devices (language, time zone)."""
+
+    __tablename__ = "staff_preference"
+    user_id = Column(Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), primary_key=True)
+    locale = Column(String(8))
+    timezone = Column(String(64))

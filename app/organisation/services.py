@@ -181,3 +181,21 @@ def visible_projects_query(user):
     if not scope.all_projects:
         q = q.where(Project.id.in_(sorted(scope.project_ids or ())))
     return q
+
+
+# --- staff preferences (CL-SET-2: the language choice sticks per user) -----------------------
+
+def staff_preference(user_id):
+    from .models import StaffPreference
+    return db.session.get(StaffPreference, user_id)
+
+
+def set_staff_locale(user_id, locale):
+    from .models import StaffPreference
+    if locale not in current_app.config.get("LANGUAGES", {}):
+        raise ValidationFailed({"locale": [_l("This language is not available.")]})
+    pref = db.session.get(StaffPreference, user_id) or StaffPreference(user_id=user_id)
+    pref.locale = locale
+    db.session.add(pref)
+    db.session.commit()
+    return pref
