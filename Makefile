@@ -55,7 +55,7 @@ test-browser: install-dev translations
 	$(PY) -m pytest -q tests/browser
 
 lint: install-dev
-	$(VENV)/bin/ruff check app tests bench config.py run.py migrations
+	$(VENV)/bin/ruff check app tests scripts config.py run.py
 
 drift: install-dev
 	$(PY) scripts/check_migrations.py
@@ -66,7 +66,7 @@ catalogs: install-dev
 check: lint drift catalogs
 
 extract-translations: install-dev
-	$(VENV)/bin/pybabel extract -q -F babel.cfg -k lazy_gettext -k _l -k gettext -k _ -o translations/messages.pot .
+	$(VENV)/bin/pybabel -q extract -F babel.cfg -k lazy_gettext -k _l -k gettext -k _ -o translations/messages.pot app
 	$(VENV)/bin/pybabel update -q -N -i translations/messages.pot -d translations -D messages
 
 migrate: install-dev

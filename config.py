@@ -90,6 +90,7 @@ class Config:
     FAB_API_SHOW_STACKTRACE = False
     FAB_API_MAX_PAGE_SIZE = 100
     FAB_PASSWORD_HASH_METHOD = os.environ.get("FAB_PASSWORD_HASH_METHOD", "scrypt")
+    # A real hash made with FAB_PASSWORD_HASH_METHOD is generated at start-up (setup._fake_password_hash).
     AUTH_DB_FAKE_PASSWORD_HASH_CHECK = True
     FAB_SAFE_REDIRECT_HOSTS = [h for h in os.environ.get("SAFE_HOSTS", "").split(",") if h]
     FAB_ALLOW_GET_UNSAFE_MUTATIONS = False
@@ -133,7 +134,6 @@ class Config:
 
     # Security headers (R19); HSTS only when served over HTTPS.
     PREFERRED_URL_SCHEME = os.environ.get("PREFERRED_URL_SCHEME", "http")
-    FORCE_HTTPS = env_bool("FORCE_HTTPS", False)
 
     # Domain defaults
     CLIENT_UID_MIN_DIGITS = 5
