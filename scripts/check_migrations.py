@@ -7,6 +7,24 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _fresh_postgres(url):
+    """Create the database if needed and empty it, so the upgrade really starts from nothing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).scalar()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    engine = create_engine(target, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
 def main():
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -17,6 +35,8 @@ def main():
 
     url = os.environ.get("DRIFT_DATABASE_URL")
     tmp = None
+    if url and url.startswith("postgresql"):
+        _fresh_postgres(url)
     if not url:
         tmp = tempfile.NamedTemporaryFile(suffix=".db", delete=False)
         url = "sqlite:///" + tmp.name
