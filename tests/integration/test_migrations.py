@@ -18,8 +18,8 @@ def test_upgrade_from_empty_has_no_drift(tmp_path, monkeypatch):
     url = os.environ.get("TEST_DATABASE_URL", "")
     if url.startswith("postgresql"):
         from sqlalchemy.engine import make_url
-        url = make_url(url).set(database="test_drift_" + os.environ.get("PYTEST_XDIST_WORKER", "main")).render_as_string(
-            hide_password=False)
+        name = "test_drift_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
+        url = make_url(url).set(database=name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp_path / 'drift.db'}"
     monkeypatch.setenv("DRIFT_DATABASE_URL", url)
