@@ -389,6 +389,10 @@ def validate_client_data(data, actor, existing=None):
 
     # personal clients need a name and a phone in the staff form
     ctype = existing.client_type if partial else out.get("client_type")
+    if out.get("funnel_stage_id") and ctype:
+        stage = db.session.get(FunnelStage, out["funnel_stage_id"])
+        if stage.client_type != ctype:
+            errors["funnel_stage_id"] = [_l("This funnel stage belongs to the other client type.")]
     if ctype == "personal":
         for key, message in (("first_name", _l("First name is required.")),
                              ("phone", _l("Phone is required for personal clients."))):

@@ -268,3 +268,13 @@ def test_literal_search_clause(app, world, ctx, make_client):
     assert search("Anna?") == {"Anna?"}
     assert search("ANNA") == {"Anna?", "Annabel"}
     assert search(str(ids["axb"])) >= {"axb"}
+
+
+def test_funnel_stage_must_match_client_type(app, world, ctx):
+    from app.clients.models import FunnelStage
+    stage = FunnelStage(client_type="business", label="Contract", order=1)
+    db.session.add(stage)
+    db.session.commit()
+    errors = errors_of(lambda: services.create_client(client_data(world, funnel_stage_id=stage.id),
+                                                      user(app, "admin")))
+    assert errors["funnel_stage_id"] == ["This funnel stage belongs to the other client type."]

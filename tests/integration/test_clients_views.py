@@ -161,3 +161,15 @@ def test_generate_password_endpoint(app, world, web):
     from app.core.validators import check_password
     assert check_password(r.get_json()["password"])
     assert "no-store" in r.headers["Cache-Control"]
+
+
+def test_rating_is_one_click_on_the_card(app, world, web, make_client):
+    cid = make_client()
+    c = web("mgr_p1")
+    assert 'name="rating" value="2"' in c.get(f"/clients/show/{cid}").get_data(as_text=True)
+    c.post(f"/clients/{cid}/rating", data={"rating": "2"})
+    with app.app_context():
+        assert db.session.get(Client, cid).rating == 2
+    c.post(f"/clients/{cid}/rating", data={"rating": "9"})
+    with app.app_context():
+        assert db.session.get(Client, cid).rating == 2
