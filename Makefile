@@ -26,7 +26,7 @@ install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 translations: $(VENV)/.runtime
-	$(VENV)/bin/pybabel compile -q -d translations -D messages
+	$(VENV)/bin/pybabel -q compile -d translations -D messages
 
 db-upgrade: $(VENV)/.runtime
 	mkdir -p instance
@@ -67,7 +67,7 @@ check: lint drift catalogs
 
 extract-translations: install-dev
 	$(VENV)/bin/pybabel -q extract -F babel.cfg -k lazy_gettext -k _l -k gettext -k _ -o translations/messages.pot app
-	$(VENV)/bin/pybabel update -q -N -i translations/messages.pot -d translations -D messages
+	$(VENV)/bin/pybabel -q update -N -i translations/messages.pot -d translations -D messages
 
 migrate: install-dev
 	$(FLASK) db migrate -m "$(m)"

@@ -132,6 +132,24 @@ def init_security_hooks(app):
             session.permanent = True
 
     @app.before_request
+    def _validate_list_args():
+        """FAB's MVC list orders by any `_oc_<View>` column it is given (the REST API checks order_columns):
+        date_of_birth or password_hash become a sort oracle (R5) and an unknown name is a 500. Page
+        arguments are integers on every list, FAB's own included."""
+        if not request.args:
+            return
+        from flask import abort
+        views = None
+        for key, value in request.args.items(multi=True):
+            if key.startswith("_oc_"):
+                views = views or {type(v).__name__: v for v in current_app.appbuilder.baseviews}
+                view = views.get(key[4:])
+                if view is not None and value not in (getattr(view, "order_columns", None) or ()):
+                    abort(400)
+            elif key.startswith(("page_", "psize_")) and not value.isdigit():
+                abort(400)
+
+    @app.before_request
     def _guard_fab_actions():
         """The refusals of ScopedModelView.action/action_post for every view, FAB's own included (R2).
 

@@ -7,7 +7,7 @@ from flask import abort, flash, g, redirect, request, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
-from flask_appbuilder.widgets import FormWidget
+from flask_appbuilder.widgets import FormWidget, ListWidget
 from flask_babel import get_locale, lazy_gettext as _l
 from sqlalchemy import or_, select
 
@@ -42,8 +42,24 @@ class ClientFormWidget(FormWidget):
     template = "clients/form_widget.html"
 
 
+class ClientListWidget(ListWidget):
+    """FAB's list with the e-mail opening the card and localized status/desk cells."""
+
+    template = "clients/list_widget.html"
+
+
+class ClientListInterface(ClientDeskInterface):
+    """Hands the row objects to the list template too (localized labels need the related rows)."""
+
+    def get_values(self, lst, list_columns):
+        rows = list(super().get_values(lst, list_columns))
+        for row, obj in zip(rows, lst, strict=True):
+            row["_obj"] = obj
+        return rows
+
+
 class ClientModelView(ServiceFormMixin, ScopedModelView):
-    datamodel = ClientDeskInterface(Client)
+    datamodel = ClientListInterface(Client)
     class_permission_name = "Clients"
     route_base = "/clients"
     # Clients are never hard-deleted from the UI (CL-REC-10): no delete permission or route.
@@ -62,7 +78,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     add_title = _l("Add client")
     edit_title = _l("Edit client")
     list_columns = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "comments",
-                    "desk.name", "status.label"]
+                    "desk.name", "status.order"]
     order_columns = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "desk.name",
                      "status.order", "created_at"]
     search_columns = ["email", "uid", "first_name", "last_name", "full_name", "phone", "client_type", "state",
@@ -80,6 +96,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     show_template = "clients/show.html"
     add_template = "clients/form.html"
     edit_template = "clients/form.html"
+    list_widget = ClientListWidget
     add_widget = ClientFormWidget
     edit_widget = ClientFormWidget
     page_size = 25
@@ -127,6 +144,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             desks=forms.desk_options(g.user), meta_items=self._meta_items(item),
             meta_errors=g.get("form_extra_errors", {}).get("meta", []),
             custom_fields=getattr(form, "custom_field_defs", []), field_labels=forms.FIELD_LABELS,
+            type_labels=forms.CLIENT_TYPE_LABELS,
         )
         return widgets
 
