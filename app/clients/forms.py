@@ -53,7 +53,7 @@ FIELD_LABELS = {
 }
 
 PANELS = [
-    (_l("Personal"), ["client_type", "email", "first_name", "last_name", "company_name", "phone",
+    (_l("Personal details"), ["client_type", "email", "first_name", "last_name", "company_name", "phone",
                       "additional_phone", "date_of_birth", "external_id", "passport_number", "nationality",
                       "gender", "risk_level", "aml_screening"]),
     (_l("Billing"), ["country", "region", "city", "address", "postcode"]),
