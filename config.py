@@ -93,6 +93,8 @@ class Config:
     # A real hash made with FAB_PASSWORD_HASH_METHOD is generated at start-up (setup._fake_password_hash).
     AUTH_DB_FAKE_PASSWORD_HASH_CHECK = True
     FAB_SAFE_REDIRECT_HOSTS = [h for h in os.environ.get("SAFE_HOSTS", "").split(",") if h]
+    # Flask 3.1: refuse requests for any other Host (R13, CVE-2025-32962 class); unset = any host (dev).
+    TRUSTED_HOSTS = FAB_SAFE_REDIRECT_HOSTS or None
     FAB_ALLOW_GET_UNSAFE_MUTATIONS = False
 
     # Languages (CL-SET-2); an absolute path, or flask-babel ignores the root-level catalogs.

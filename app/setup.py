@@ -4,7 +4,7 @@ import datetime as dt
 
 from flask import current_app, g, request, session
 from flask_appbuilder import AppBuilder
-from flask_login import logout_user
+from flask_login import logout_user, user_logged_in
 
 from .extensions import csrf, db, migrate
 
@@ -118,18 +118,31 @@ def init_security_hooks(app):
 
     @app.before_request
     def _idle_timeout():
-        """Browser sessions end after SESSION_IDLE_MINUTES without a request (R15)."""
+        """Browser sessions end after SESSION_IDLE_MINUTES without a request, and PERMANENT_SESSION_LIFETIME
+        after login however active they are (R15). Every request re-signs the cookie, so Flask's own
+        max_age check alone would slide forever; the login time lives in the signed cookie."""
         if request.path.startswith("/static/") or request.path.startswith("/appbuilder/"):
             return
         limit = current_app.config.get("SESSION_IDLE_MINUTES") or 0
+        lifetime = int(current_app.permanent_session_lifetime.total_seconds())
         now = int(dt.datetime.now(dt.UTC).timestamp())
         last = session.get("_seen")
-        if limit and last and now - last > limit * 60 and "_user_id" in session:
+        started = session.get("_started")
+        if "_user_id" in session and ((limit and last and now - last > limit * 60) or
+                                      (started and now - started > lifetime)):
             logout_user()
             session.clear()
         if "_user_id" in session:
             session["_seen"] = now
+            session.setdefault("_started", now)
             session.permanent = True
+
+    @user_logged_in.connect_via(app)
+    def _session_started(sender, user, **extra):
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        session["_started"] = now
+        session["_seen"] = now
+        session.permanent = True
 
     @app.before_request
     def _validate_list_args():
