@@ -4,7 +4,7 @@ import datetime as dt
 
 from flask import current_app, g, request, session
 from flask_appbuilder import AppBuilder
-from flask_login import logout_user, user_logged_in
+from flask_login import logout_user, user_logged_in, user_logged_out
 
 from .extensions import csrf, db, migrate
 
@@ -105,6 +105,14 @@ def _views_by_endpoint(app):
     return views
 
 
+def _epoch_of(user_id):
+    from .organisation.services import session_epoch
+    try:
+        return session_epoch(int(user_id))
+    except (TypeError, ValueError):
+        return None
+
+
 def init_security_hooks(app):
     import secrets
 
@@ -129,7 +137,8 @@ def init_security_hooks(app):
         last = session.get("_seen")
         started = session.get("_started")
         if "_user_id" in session and ((limit and last and now - last > limit * 60) or
-                                      (started and now - started > lifetime)):
+                                      (started and now - started > lifetime) or
+                                      session.get("_epoch") != _epoch_of(session["_user_id"])):
             logout_user()
             session.clear()
         if "_user_id" in session:
@@ -142,7 +151,15 @@ def init_security_hooks(app):
         now = int(dt.datetime.now(dt.UTC).timestamp())
         session["_started"] = now
         session["_seen"] = now
+        session["_epoch"] = _epoch_of(user.id)
         session.permanent = True
+
+    @user_logged_out.connect_via(app)
+    def _session_ended(sender, user, **extra):
+        """Logout is server-side: a copied cookie of this user stops working everywhere (R15)."""
+        from .organisation.services import end_all_sessions
+        if user is not None and getattr(user, "id", None):
+            end_all_sessions(user.id)
 
     @app.before_request
     def _validate_list_args():

@@ -577,9 +577,10 @@ def enrol_2fa(client, kind, phone=None, make_default=False):
     """Client self-enrolment (portal API, a later issue); staff screens never call this."""
     if kind not in TWO_FACTOR_KINDS:
         raise ValidationFailed({"kind": [_l("Unknown two-factor method.")]})
-    method = TwoFactorMethod(client=client, kind=kind, phone=v.normalize_phone(phone) if phone else None)
-    first = not client.two_factor_methods
-    client.two_factor_methods.append(method)
+    with db.session.no_autoflush:
+        first = not client.two_factor_methods
+        method = TwoFactorMethod(kind=kind, phone=v.normalize_phone(phone) if phone else None)
+        client.two_factor_methods.append(method)
     if first or make_default:
         for m in client.two_factor_methods:
             m.is_default = m is method

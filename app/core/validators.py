@@ -108,6 +108,8 @@ def parse_date(value):
     if isinstance(value, dt.date):
         return value
     text = clean_text(value, 40)
+    if text is None:
+        return None
     for fmt in ("%Y-%m-%d", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d", "%m/%d/%Y"):
         try:
             return dt.datetime.strptime(text, fmt).date()

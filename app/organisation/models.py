@@ -77,3 +77,5 @@ class StaffPreference(db.Model):
     user_id = Column(Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), primary_key=True)
     locale = Column(String(8))
     timezone = Column(String(64))
+    # Bumped at logout: browser sessions signed with an older epoch are refused (R15).
+    session_epoch = Column(Integer, nullable=False, default=0, server_default="0")

@@ -199,3 +199,17 @@ def set_staff_locale(user_id, locale):
     db.session.add(pref)
     db.session.commit()
     return pref
+
+
+def session_epoch(user_id):
+    pref = staff_preference(user_id)
+    return pref.session_epoch if pref is not None else 0
+
+
+def end_all_sessions(user_id):
+    """Invalidate every browser session of the user (called at logout)."""
+    from .models import StaffPreference
+    pref = db.session.get(StaffPreference, user_id) or StaffPreference(user_id=user_id, session_epoch=0)
+    pref.session_epoch = (pref.session_epoch or 0) + 1
+    db.session.add(pref)
+    db.session.commit()

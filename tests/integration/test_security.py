@@ -469,10 +469,6 @@ def test_session_cookie_is_secure_when_configured(make_app, world):
 
 # ----------------------------------------------------------------------------- R15 session lifetime
 
-@pytest.mark.xfail(strict=True, reason=(
-    "R15 gap: Flask's session is a signed client-side cookie, so a copy taken before logout stays valid until "
-    "it expires (idle 30 min / absolute 8 h). Revoking it needs a server-side record per login (a session "
-    "table or a per-user session epoch column) - a schema change, left to the schema owner."))
 def test_replayed_session_cookie_after_logout_is_refused(app, world):
     c = login(app.test_client(), "mgr_p1")
     stolen = c.get_cookie("session").value
