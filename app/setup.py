@@ -234,6 +234,12 @@ def init_security_hooks(app):
 
 def init_locale_hooks(app):
     """Remember a staff user's language choice and restore it at every login (CL-SET-2)."""
+    from flask_babel import format_datetime
+
+    @app.template_filter("cd_datetime")
+    def _cd_datetime(value):
+        """Timestamps are stored in UTC (naive) and shown in the user's locale and time zone."""
+        return format_datetime(value, "medium") if value else ""
     from flask_login import user_logged_in
 
     from .organisation import services as org

@@ -49,7 +49,9 @@ FIELD_LABELS = {
     "last_action_at": _l("Last action date"), "future_action_at": _l("Future action date"),
     "actions_exist": _l("Actions exist"), "last_duplicate_at": _l("Last duplicate date"),
     "comments": _l("Comments"), "project": _l("Project"), "desk": _l("Desk"), "manager": _l("Manager"),
-    "status": _l("Status"), "custom_fields": _l("Custom fields"),
+    "status": _l("Status"), "custom_fields": _l("Custom fields"), "created_by_id": _l("Created by"),
+    "password_hash": _l("Portal password"), "two_factor": _l("Two-factor methods"), "kind": _l("Method"),
+    "is_default": _l("Default"),
 }
 
 PANELS = [

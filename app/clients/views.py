@@ -8,7 +8,7 @@ from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
 from flask_appbuilder.widgets import FormWidget, ListWidget
-from flask_babel import get_locale, lazy_gettext as _l
+from flask_babel import get_locale, gettext, lazy_gettext as _l
 from sqlalchemy import or_, select
 
 from ..core import audit
@@ -219,6 +219,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             q = q.where(audit.AuditLog.user_id == int(user_arg))
         page = max(int(request.args.get("log_page", "0")) if request.args.get("log_page", "0").isdigit() else 0, 0)
         rows = db.session.scalars(q.offset(page * 50).limit(51)).all()
+        more = len(rows) > 50
         from flask_appbuilder.security.sqla.models import User
         user_ids = {r.user_id for r in rows if r.user_id}
         names = {u.id: f"{u.first_name} {u.last_name}" for u in
@@ -226,7 +227,11 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         actors = db.session.execute(
             select(User.id, User.first_name, User.last_name).where(User.id.in_(
                 select(audit.AuditLog.user_id).where(audit.AuditLog.client_id == client.id).distinct()))).all()
-        return {"rows": rows[:50], "more": len(rows) > 50, "page": page, "names": names,
+        rows = rows[:50]
+        shown = _log_display_values(rows)
+        return {"rows": [(r, shown.get((r.field, r.old_value), r.old_value), shown.get((r.field, r.new_value),
+                                                                                       r.new_value)) for r in rows],
+                "more": len(rows) == 50 and more, "page": page, "names": names,
                 "actors": [(a.id, f"{a.first_name} {a.last_name}") for a in actors]}
 
     # -------------------------------------------------------------- row/card actions
@@ -302,6 +307,38 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         widgets = self._list()
         return self.render_template(self.list_template, title=self.list_title, widgets=widgets,
                                     search_text=request.args.get("q", ""))
+
+
+def _log_display_values(rows):
+    """Readable old/new values for the Logs tab: names for references, labels for codes."""
+    from flask_appbuilder.security.sqla.models import User
+
+    from ..organisation.models import Desk, Project
+    from .models import ClientStatus, ContactOrigin, FeeGroup, FunnelStage
+    refs = {"project_id": (Project, lambda o: o.name), "desk_id": (Desk, lambda o: o.label or o.name),
+            "manager_id": (User, lambda o: f"{o.first_name} {o.last_name}"),
+            "created_by_id": (User, lambda o: f"{o.first_name} {o.last_name}"),
+            "status_id": (ClientStatus, str), "fee_group_id": (FeeGroup, str),
+            "contact_origin_id": (ContactOrigin, str), "funnel_stage_id": (FunnelStage, str)}
+    wanted = {}
+    for r in rows:
+        if r.field in refs:
+            for value in (r.old_value, r.new_value):
+                if value and value.isdigit():
+                    wanted.setdefault(r.field, set()).add(int(value))
+    shown = {}
+    for field, ids in wanted.items():
+        model, label = refs[field]
+        for obj in db.session.scalars(select(model).where(model.id.in_(ids))):
+            shown[(field, str(obj.id))] = label(obj)
+    yes_no = {"true": gettext("Yes"), "false": gettext("No")}
+    for r in rows:
+        for value in (r.old_value, r.new_value):
+            if r.field in _LABEL_MAPS and value in _LABEL_MAPS[r.field]:
+                shown[(r.field, value)] = str(_LABEL_MAPS[r.field][value])
+            elif value in yes_no:
+                shown[(r.field, value)] = yes_no[value]
+    return shown
 
 
 _LABEL_MAPS = {
