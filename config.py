@@ -49,13 +49,13 @@ SHIPPED_ROLES = {
             "can_reassign", "can_bulk_edit", "can_change_project", "can_change_state", "can_import",
             "can_export", "can_create_action", "can_edit_action_type", "can_delete_action",
             "can_send_private_message", "can_view_assets", "can_edit_assets", "can_view_balance",
-            "can_merge_duplicates", "can_manage_settings", "can_see_undesked", "can_manage_2fa")
+            "can_merge_duplicates", "can_manage_settings", "can_see_undesked", "can_manage_2fa", "can_view_pii")
     ],
     "Agent": _COMMON + _CLIENT_READ + _CLIENT_EDIT + [
-        ["^Clients$", p] for p in ("can_create_action", "can_change_state", "can_manage_2fa")
+        ["^Clients$", p] for p in ("can_create_action", "can_change_state", "can_manage_2fa", "can_view_pii")
     ],
     "Compliance": _COMMON + _CLIENT_READ + _LOGS + [
-        ["^Clients$", p] for p in ("can_view_balance", "can_view_assets", "can_see_undesked")
+        ["^Clients$", p] for p in ("can_view_balance", "can_view_assets", "can_see_undesked", "can_view_pii")
     ],
     "Viewer": _COMMON + _CLIENT_READ,
 }

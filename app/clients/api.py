@@ -47,6 +47,12 @@ class ClientApi(ModelRestApi):
     edit_model_schema = ClientWriteSchema(partial=True)
     max_page_size = 100
 
+    def pre_get(self, data):
+        services.mask_pii(data.get("result") or {}, current_user())
+
+    def _shown(self, client):
+        return services.mask_pii(self.show_model_schema.dump(client), current_user())
+
     def _domain_response(self, exc):
         if isinstance(exc, NotFound):
             return self.response_404()
@@ -78,7 +84,7 @@ class ClientApi(ModelRestApi):
             log.exception("client create failed")
             return self.response(409, message=gettext("The client could not be saved (it clashes with existing "
                                                       "data)."))
-        return self.response(201, id=client.id, result=self.show_model_schema.dump(client))
+        return self.response(201, id=client.id, result=self._shown(client))
 
     def put_headless(self, pk):
         item = self.datamodel.get(pk, self._base_filters)
@@ -97,4 +103,4 @@ class ClientApi(ModelRestApi):
             log.exception("client update failed")
             return self.response(409, message=gettext("The client could not be saved (it clashes with existing "
                                                       "data)."))
-        return self.response(200, result=self.show_model_schema.dump(client))
+        return self.response(200, result=self._shown(client))

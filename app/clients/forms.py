@@ -181,6 +181,10 @@ def build_client_form(user, creating, item=None):
         attrs["email"] = StringField(L["email"], [Length(max=254)])
         attrs["project_id"] = SelectField(L["project_id"], choices=[BLANK] + [(str(p.id), p.name) for p in projects],
                                           coerce=_int_or_none, validate_choice=False)
+    from .services import PII_FIELDS, can_view_pii
+    if not can_view_pii(user):  # without the permission these fields are neither shown nor editable (R6)
+        for key in PII_FIELDS:
+            attrs.pop(key, None)
     for field in active_custom_fields():
         attrs[f"cf_{field.key}"] = _custom_form_field(field)
     form_class = type("ClientForm", (DynamicForm,), attrs)

@@ -45,6 +45,28 @@ WRITABLE_FIELDS = (set(TEXT_FIELDS) | set(CHOICE_FIELDS) | set(REF_FIELDS) | {
     "password", "custom_fields", "meta", "state"})
 
 
+# ----------------------------------------------------------------- personal data masking (R6)
+
+PII_FIELDS = ("passport_number", "date_of_birth")
+PII_PERMISSION = "can_view_pii"
+MASK = "••••"
+
+
+def can_view_pii(user):
+    from ..core.permissions import user_can
+    return user_can(user, PII_PERMISSION)
+
+
+def mask_pii(data, user):
+    """Replace passport and date of birth in a dict of client values unless the user may see them."""
+    if can_view_pii(user):
+        return data
+    for key in PII_FIELDS:
+        if data.get(key) not in (None, ""):
+            data[key] = MASK
+    return data
+
+
 # ----------------------------------------------------------------- reading in scope
 
 def clients_query(actor):

@@ -183,7 +183,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             labelmaps=_LABEL_MAPS, country_name=lambda c: country_name(c, str(get_locale() or "en")),
             can_edit=user_can(user, "can_edit"), can_change_project=user_can(user, "can_change_project"),
             can_change_state=user_can(user, "can_change_state"), can_view_logs=user_can(user, "can_view_logs"),
-            can_manage_2fa=user_can(user, "can_manage_2fa"),
+            can_manage_2fa=user_can(user, "can_manage_2fa"), can_view_pii=services.can_view_pii(user),
+            pii_fields=services.PII_FIELDS, mask=services.MASK,
             projects=db.session.scalars(org.visible_projects_query(user)).all(),
         )
 
@@ -229,6 +230,11 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
                 select(audit.AuditLog.user_id).where(audit.AuditLog.client_id == client.id).distinct()))).all()
         rows = rows[:50]
         shown = _log_display_values(rows)
+        if not services.can_view_pii(g.user):
+            for r in rows:
+                if r.field in services.PII_FIELDS:
+                    shown[(r.field, r.old_value)] = services.MASK if r.old_value else None
+                    shown[(r.field, r.new_value)] = services.MASK if r.new_value else None
         return {"rows": [(r, shown.get((r.field, r.old_value), r.old_value), shown.get((r.field, r.new_value),
                                                                                        r.new_value)) for r in rows],
                 "more": len(rows) == 50 and more, "page": page, "names": names,

@@ -173,3 +173,20 @@ def test_rating_is_one_click_on_the_card(app, world, web, make_client):
     c.post(f"/clients/{cid}/rating", data={"rating": "9"})
     with app.app_context():
         assert db.session.get(Client, cid).rating == 2
+
+
+def test_passport_and_birth_date_are_masked_without_permission(app, world, web, make_client):
+    """R6: the Viewer role lacks can_view_pii: the raw values never reach its screens or API answers."""
+    from tests.conftest import api_token
+    cid = make_client(passport_number="PX998877", date_of_birth="1984-02-03")
+    viewer = web("viewer_p1")
+    card = viewer.get(f"/clients/show/{cid}").get_data(as_text=True)
+    assert "PX998877" not in card and "1984-02-03" not in card and "••••" in card
+    api = viewer.get(f"/api/v1/client/{cid}", headers=api_token(viewer, "viewer_p1")).get_json()["result"]
+    assert api["passport_number"] == "••••" and api["date_of_birth"] == "••••"
+    listed = viewer.get("/api/v1/client/", headers=api_token(viewer, "viewer_p1")).get_data(as_text=True)
+    assert "PX998877" not in listed
+    compliance = web("compliance_p1")
+    assert "PX998877" in compliance.get(f"/clients/show/{cid}").get_data(as_text=True)
+    logs = compliance.get(f"/clients/show/{cid}?tab=logs").get_data(as_text=True)
+    assert "PX998877" in logs
