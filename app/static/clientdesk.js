@@ -73,6 +73,35 @@
       });
     }
 
+    // Multi-select custom fields: the chosen values as chips, overflow folded into "+N more" (CL-REC-7).
+    $all('select.cd-multiselect').forEach(function (select) {
+      var box = document.createElement('div');
+      box.className = 'cd-chips';
+      select.parentNode.insertBefore(box, select.nextSibling);
+      var expanded = false;
+      function render() {
+        box.textContent = '';
+        var chosen = $all('option', select).filter(function (o) { return o.selected; });
+        var shown = expanded ? chosen : chosen.slice(0, 3);
+        shown.forEach(function (o) {
+          var chip = document.createElement('span');
+          chip.className = 'label label-info cd-chip';
+          chip.textContent = o.textContent;
+          box.appendChild(chip);
+        });
+        if (chosen.length > shown.length) {
+          var more = document.createElement('a');
+          more.href = '#';
+          more.className = 'cd-chip-more';
+          more.textContent = (box.parentNode.getAttribute('data-more') || '+%n').replace('%n', chosen.length - shown.length);
+          more.addEventListener('click', function (e) { e.preventDefault(); expanded = true; render(); });
+          box.appendChild(more);
+        }
+      }
+      select.addEventListener('change', render);
+      render();
+    });
+
     // Leaving with unsaved changes asks first.
     var dirty = false;
     form.addEventListener('input', function () { dirty = true; });

@@ -198,3 +198,21 @@ def test_city_edit_shows_in_logs_tab(page, live_server, make_client):
     assert city_rows, cells
     assert any(c[4] == "Berlin" and c[5] == "Valencia" for c in city_rows), city_rows
     assert any(c[1] == "Admin Tester" for c in city_rows), city_rows
+
+
+def test_multiselect_custom_field_shows_chips_and_folds_overflow(app, world, live_server, page):
+    from app.clients.models import CustomField
+    from app.extensions import db
+    with app.app_context():
+        db.session.add(CustomField(key="langs", label="Languages", field_type="multiselect",
+                                   options=["en", "es", "ru", "de", "fr"]))
+        db.session.commit()
+    login(page, live_server, "admin")
+    page.goto(live_server + "/clients/add")
+    page.select_option("#cf_langs", ["en", "es", "ru", "de", "fr"])
+    chips = page.locator("#group-cf_langs .cd-chip")
+    expect(chips).to_have_count(3)
+    more = page.locator("#group-cf_langs .cd-chip-more")
+    expect(more).to_have_text("+2 more")
+    more.click()
+    expect(chips).to_have_count(5)
