@@ -5,6 +5,7 @@ error handling) build a second app on the same database with the `make_app` fixt
 """
 
 import datetime as dt
+import os
 import re
 import urllib.parse
 
@@ -310,6 +311,25 @@ def test_fourth_login_attempt_in_a_minute_is_429(make_app, world, path):
     assert 429 not in statuses, statuses
     assert attempt("wrong-password").status_code == 429
     assert attempt(PASSWORD).status_code == 429  # the right password doesn't get through the throttle
+
+
+def test_login_throttle_is_shared_by_processes_through_redis(make_app, world):
+    """Two app instances (two gunicorn workers) on one real Redis count the same attempts (R11)."""
+    import uuid
+
+    import redis
+    url = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
+    redis.Redis.from_url(url).ping()  # a clear failure when the test Redis is not running
+    prefix = f"cd-test-{uuid.uuid4().hex}"
+    options = dict(RATELIMIT_ENABLED=True, AUTH_RATE_LIMITED=True, AUTH_RATE_LIMIT="3 per minute",
+                   RATELIMIT_STORAGE_URI=url, RATELIMIT_KEY_PREFIX=prefix)
+    first, second = make_app(**options).test_client(), make_app(**options).test_client()
+    for c in (first, second, first):
+        assert c.post("/login/", data={"username": "mgr_p1", "password": "wrong"}).status_code != 429
+    assert second.post("/login/", data={"username": "mgr_p1", "password": "wrong"}).status_code == 429
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(f"*{prefix}*"):
+        client.delete(key)
 
 
 def test_form_and_api_login_limits_are_independent_of_other_routes(make_app, world):
