@@ -30,7 +30,7 @@ translations: $(VENV)/.runtime
 
 db-upgrade: $(VENV)/.runtime
 	mkdir -p instance
-	$(FLASK) db upgrade
+	$(FLASK) db upgrade heads
 
 run: install translations db-upgrade
 	$(FLASK) clientdesk setup

@@ -52,7 +52,7 @@ if [ "$role" = "web" ]; then
     log "waiting for the database"
     wait_for_database
     log "flask db upgrade"
-    flask db upgrade
+    flask db upgrade heads
     log "flask clientdesk init-security"
     flask clientdesk init-security
     if [ -n "${ADMIN_PASSWORD:-}" ]; then

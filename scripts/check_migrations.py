@@ -42,7 +42,7 @@ def main():
         url = "sqlite:///" + tmp.name
     app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=url)
     with app.app_context():
-        upgrade()
+        upgrade(revision="heads")
         with db.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(ctx, db.metadata)

@@ -59,7 +59,7 @@ def app():
         from app.extensions import db
         if url.startswith("postgresql"):
             _reset_postgres(db)
-        upgrade()
+        upgrade(revision="heads")
         sync_security()
         sm = app.appbuilder.sm
         for username, role, _, _, active in STAFF:

@@ -34,9 +34,9 @@ def test_downgrade_to_empty_and_back(tmp_path):
 
     app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'down.db'}")
     with app.app_context():
-        upgrade()
+        upgrade(revision="heads")
         assert "client" in inspect(db.engine).get_table_names()
         downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
-        upgrade()
+        upgrade(revision="heads")
         assert "audit_log" in inspect(db.engine).get_table_names()
