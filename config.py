@@ -31,10 +31,9 @@ _CLIENT_READ = [["^Clients$", "can_list"], ["^Clients$", "can_show"], ["^Clients
                 ["^Clients$", "can_info"], ["^Clients$", "menu_access"]]
 _CLIENT_EDIT = [["^Clients$", "can_edit"], ["^Clients$", "can_put"]]
 _CLIENT_ADD = [["^Clients$", "can_add"], ["^Clients$", "can_post"]]
-_SETTINGS_READ = [[v, p] for v in _anchored("Statuses", "CustomFields", "FunnelStages") for p in
-                  ("can_list", "can_show", "menu_access")]
-_SETTINGS_WRITE = [[v, p] for v in _anchored("Statuses", "CustomFields", "FunnelStages") for p in
-                   ("can_add", "can_edit", "can_delete")]
+_MANAGER_SETTINGS = _anchored("Statuses", "CustomFields", "FunnelStages", "ActionTypes")
+_SETTINGS_READ = [[v, p] for v in _MANAGER_SETTINGS for p in ("can_list", "can_show", "menu_access")]
+_SETTINGS_WRITE = [[v, p] for v in _MANAGER_SETTINGS for p in ("can_add", "can_edit", "can_delete")]
 _LOGS = [["^AuditLogs$", "can_list"], ["^AuditLogs$", "can_show"], ["^AuditLogs$", "menu_access"],
          ["^Clients$", "can_view_logs"]]
 _COMMON = [["^Settings$", "menu_access"], ["^CRM$", "menu_access"],
@@ -59,6 +58,12 @@ SHIPPED_ROLES = {
     ],
     "Viewer": _COMMON + _CLIENT_READ,
 }
+
+
+# FAB matches built-in role permissions with re.match (a prefix match), so "can_edit" would also grant
+# "can_edit_action_type" and "can_edit_assets": anchor every permission name as well as every view name.
+SHIPPED_ROLES = {role: [[view, perm if perm.startswith("^") else f"^{perm}$"] for view, perm in pvms]
+                 for role, pvms in SHIPPED_ROLES.items()}
 
 
 class Config:

@@ -4,6 +4,7 @@ from flask_babel import lazy_gettext as _l
 
 
 def register(appbuilder):
+    from .activity.views import ActionTypeModelView, ClientActionView
     from .clients.api import ClientApi
     from .clients.settings_views import (ClientStatusModelView, ContactOriginModelView, CustomFieldModelView,
                                          FeeGroupModelView, FunnelStageModelView)
@@ -27,4 +28,6 @@ def register(appbuilder):
                         **settings)
     appbuilder.add_view(ContactOriginModelView, "ContactOrigins", label=_l("Contact origins"), icon="fa-compass",
                         **settings)
+    appbuilder.add_view(ActionTypeModelView, "ActionTypes", label=_l("Action types"), icon="fa-bolt", **settings)
+    appbuilder.add_view_no_menu(ClientActionView)
     appbuilder.add_api(ClientApi)

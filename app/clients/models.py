@@ -148,7 +148,9 @@ class Client(Audited, db.Model):
     """A person (Personal) or company (Business) served by the organisation."""
 
     __tablename__ = "client"
-    __audit_exclude__ = ("updated_at", "full_name", "search_text", "last_login_at")
+    # Derived fields are recomputed from their sources (whose own changes are audited).
+    __audit_exclude__ = ("updated_at", "full_name", "last_login_at", "actions_exist", "last_action_at",
+                         "future_action_at", "last_duplicate_at")
     __audit_secret__ = ("password_hash",)
 
     id = Column(Integer, primary_key=True)

@@ -108,4 +108,24 @@
     form.addEventListener('submit', function () { dirty = false; });
     window.addEventListener('beforeunload', function (e) { if (dirty) { e.preventDefault(); e.returnValue = form.getAttribute('data-dirty-warning'); } });
   }
+
+  // Action form (CL-CARD-2): the type decides subtypes, Completed default, date and responsible.
+  var actionForm = $('#cd-action-form');
+  if (actionForm) {
+    var type = $('#type_id'), subtype = $('#subtype'), completed = $('#completed');
+    function applyType(initial) {
+      var opt = type.options[type.selectedIndex];
+      var kind = opt ? opt.getAttribute('data-kind') : '';
+      var subs = opt && opt.getAttribute('data-subtypes') ? opt.getAttribute('data-subtypes').split('|') : [];
+      var keep = initial ? subtype.getAttribute('data-selected') : '';
+      subtype.textContent = '';
+      var blank = document.createElement('option'); blank.value = ''; blank.textContent = '—'; subtype.appendChild(blank);
+      subs.forEach(function (s) { var o = document.createElement('option'); o.value = s; o.textContent = s; if (s === keep) { o.selected = true; } subtype.appendChild(o); });
+      if (!initial && opt && opt.value) { completed.checked = opt.getAttribute('data-completed') === 'y'; }
+      $('#group-action_date').hidden = kind !== 'call';
+      $('#group-responsible_id').hidden = !(kind === 'call' || kind === 'comment');
+    }
+    type.addEventListener('change', function () { applyType(false); });
+    applyType(true);
+  }
 })();

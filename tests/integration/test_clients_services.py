@@ -278,3 +278,12 @@ def test_funnel_stage_must_match_client_type(app, world, ctx):
     errors = errors_of(lambda: services.create_client(client_data(world, funnel_stage_id=stage.id),
                                                       user(app, "admin")))
     assert errors["funnel_stage_id"] == ["This funnel stage belongs to the other client type."]
+
+
+def test_builtin_role_permissions_are_not_prefix_matched(app, world, ctx):
+    """"can_edit" must not grant "can_edit_action_type" or "can_edit_assets" to Agents (FAB uses re.match)."""
+    from app.core.permissions import user_can
+    agent = user(app, "agent_d1a")
+    assert user_can(agent, "can_edit")
+    assert not user_can(agent, "can_edit_action_type")
+    assert not user_can(agent, "can_edit_assets")
