@@ -55,7 +55,7 @@ test-browser: install-dev translations
 	$(PY) -m pytest -q tests/browser
 
 lint: install-dev
-	$(VENV)/bin/ruff check app tests scripts config.py run.py
+	$(VENV)/bin/ruff check app tests scripts bench config.py run.py
 
 drift: install-dev
 	$(PY) scripts/check_migrations.py
