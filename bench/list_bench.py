@@ -126,7 +126,7 @@ def main():
         stock = Session(stock_base).login("bench", "Bench-pass-1!")
         loads = workloads(args.surname, args.ours_filter)
         timings = {name: {"ours": [], "stock": []} for name in loads}
-        for name, (ours_path, stock_path) in loads.items():  # warm-up, and a check that both answer
+        for ours_path, stock_path in loads.values():  # warm-up, and a check that both answer
             for side, session, path in (("ours", ours, ours_path), ("stock", stock, stock_path)):
                 _, status, body = session.get(path)
                 if status != 200 or b"login" in body[:2000].lower() and b"logout" not in body.lower():
