@@ -40,7 +40,7 @@ _COMMON = [["^Settings$", "menu_access"], ["^CRM$", "menu_access"],
            ["^UserInfoEditView$", "can_this_form_get"], ["^UserInfoEditView$", "can_this_form_post"],
            ["^ResetMyPasswordView$", "can_this_form_get"], ["^ResetMyPasswordView$", "can_this_form_post"],
            ["^UserDBModelView$", "can_userinfo"], ["^UserDBModelView$", "resetmypassword"],
-           ["^Clients$", "can_lang"]]
+           ["^Preferences$", "can_edit"], ["^Preferences$", "menu_access"]]
 
 SHIPPED_ROLES = {
     "Manager": _COMMON + _CLIENT_READ + _CLIENT_EDIT + _CLIENT_ADD + _SETTINGS_READ + _SETTINGS_WRITE + _LOGS + [

@@ -10,10 +10,12 @@ def register(appbuilder):
                                          FeeGroupModelView, FunnelStageModelView)
     from .clients.views import ClientModelView
     from .core.audit_views import AuditLogModelView
-    from .organisation.views import DeskModelView, ProjectModelView
+    from .organisation.views import DeskModelView, ProjectModelView, StaffPreferenceView
 
     appbuilder.add_view(ClientModelView, "Clients", label=_l("Clients"), icon="fa-users", category="CRM",
                         category_label=_l("CRM"), category_icon="fa-address-book")
+    appbuilder.add_view(StaffPreferenceView, "Preferences", label=_l("My preferences"), icon="fa-user-cog",
+                        category="CRM")
     appbuilder.add_view(AuditLogModelView, "AuditLogs", label=_l("Audit log"), icon="fa-history",
                         category="CRM")
     settings = dict(category="Settings", category_label=_l("Settings"), category_icon="fa-sliders")

@@ -236,13 +236,25 @@ def init_locale_hooks(app):
     """Remember a staff user's language choice and restore it at every login (CL-SET-2)."""
     from flask_babel import format_datetime
 
+    from .organisation import services as org
+
+    from flask_babel import get_babel
+
+    def _user_timezone():
+        user = current_app.appbuilder.sm.current_user if request else None
+        if user is None:
+            return None
+        if "_clientdesk_tz" not in g:
+            g._clientdesk_tz = org.staff_timezone(user.id)
+        return g._clientdesk_tz
+
+    get_babel(app).timezone_selector = _user_timezone
+
     @app.template_filter("cd_datetime")
     def _cd_datetime(value):
         """Timestamps are stored in UTC (naive) and shown in the user's locale and time zone."""
         return format_datetime(value, "medium") if value else ""
     from flask_login import user_logged_in
-
-    from .organisation import services as org
 
     @app.after_request
     def _remember_language(response):

@@ -213,3 +213,23 @@ def end_all_sessions(user_id):
     pref.session_epoch = (pref.session_epoch or 0) + 1
     db.session.add(pref)
     db.session.commit()
+
+
+def set_staff_timezone(user_id, timezone):
+    """Store the IANA time zone dates are shown (and date presets computed) in for this user."""
+    from zoneinfo import available_timezones
+
+    from .models import StaffPreference
+    timezone = (timezone or "").strip() or "UTC"
+    if timezone not in available_timezones() and timezone != "UTC":
+        raise ValidationFailed({"timezone": [_l("Choose a time zone from the list.")]})
+    pref = db.session.get(StaffPreference, user_id) or StaffPreference(user_id=user_id, session_epoch=0)
+    pref.timezone = timezone
+    db.session.add(pref)
+    db.session.commit()
+    return pref
+
+
+def staff_timezone(user_id):
+    pref = staff_preference(user_id)
+    return (pref.timezone if pref is not None else None) or "UTC"

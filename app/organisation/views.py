@@ -1,5 +1,7 @@
 """Settings screens for projects and desks (CL-ORG-1)."""
 
+from flask_appbuilder import BaseView, expose
+from flask_appbuilder.security.decorators import has_access
 from flask_babel import lazy_gettext as _l
 
 from ..core.filters import ClientDeskInterface, ProjectScopeFilter
@@ -48,3 +50,41 @@ class DeskModelView(SettingsModelView):
 
     def service_delete_check(self, item):
         services.ensure_desk_deletable(item)
+
+
+class StaffPreferenceView(BaseView):
+    """My preferences: language and time zone, stored per staff user (CL-SET-2)."""
+
+    route_base = "/preferences"
+    class_permission_name = "Preferences"
+    method_permission_name = {"edit": "edit"}
+    default_view = "edit"
+
+    @expose("/", methods=["GET", "POST"])
+    @has_access
+    def edit(self):
+        from zoneinfo import available_timezones
+
+        from flask import current_app, flash, g, redirect, request, session, url_for
+        from flask_babel import gettext
+
+        from ..core.errors import ValidationFailed
+        errors = {}
+        if request.method == "POST":
+            try:
+                services.set_staff_timezone(g.user.id, request.form.get("timezone"))
+                locale = request.form.get("locale")
+                if locale:
+                    services.set_staff_locale(g.user.id, locale)
+                    session["locale"] = locale
+            except ValidationFailed as exc:
+                errors = {k: [str(m) for m in v] for k, v in exc.field_errors.items()}
+            else:
+                flash(gettext("Your preferences were saved."), "success")
+                return redirect(url_for("StaffPreferenceView.edit"))
+        pref = services.staff_preference(g.user.id)
+        return self.render_template(
+            "organisation/preferences.html", title=gettext("My preferences"), errors=errors,
+            timezones=sorted(available_timezones()), languages=current_app.config.get("LANGUAGES", {}),
+            current_tz=(pref.timezone if pref else None) or "UTC",
+            current_locale=(pref.locale if pref else None) or session.get("locale") or "en")

@@ -22,3 +22,22 @@ def test_unknown_language_is_not_stored(app, world, web):
     c.get("/lang/xx")
     with app.app_context():
         assert db.session.get(StaffPreference, world.users["mgr_p1"]) is None
+
+
+def test_time_zone_preference_changes_shown_times(app, world, web, make_client):
+    from app.clients.models import Client
+    cid = make_client()
+    with app.app_context():
+        client = db.session.get(Client, cid)
+        client.created_at = __import__("datetime").datetime(2026, 1, 15, 23, 30)
+        db.session.commit()
+    c = web("mgr_p1")
+    assert "11:30" in c.get(f"/clients/show/{cid}").get_data(as_text=True)  # UTC by default
+    r = c.post("/preferences/", data={"timezone": "Asia/Tokyo", "locale": "en"})
+    assert r.status_code == 302
+    page = c.get(f"/clients/show/{cid}").get_data(as_text=True)
+    assert "Jan 16, 2026" in page and "8:30" in page  # 23:30 UTC is 08:30 the next day in Tokyo
+    bad = c.post("/preferences/", data={"timezone": "Mars/Olympus"})
+    assert "Choose a time zone from the list." in bad.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(StaffPreference, world.users["mgr_p1"]).timezone == "Asia/Tokyo"
