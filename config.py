@@ -1,6 +1,7 @@
 """ClientDesk configuration: every option comes from the environment with a typed default."""
 
 import os
+import tempfile
 from datetime import timedelta
 
 from flask_appbuilder.const import AUTH_DB
@@ -136,11 +137,31 @@ class Config:
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or os.environ.get("REDIS_URL") or "memory://"
     RATELIMIT_HEADERS_ENABLED = False
 
+    # Private files (icons, imports, exports): outside the web root; empty = instance/uploads.
+    PRIVATE_UPLOAD_FOLDER = os.environ.get("PRIVATE_UPLOAD_FOLDER", "")
+
     # Request size
     MAX_CONTENT_LENGTH = env_int("MAX_CONTENT_LENGTH", 25 * 1024 * 1024)
 
     # Security headers (R19); HSTS only when served over HTTPS.
     PREFERRED_URL_SCHEME = os.environ.get("PREFERRED_URL_SCHEME", "http")
+
+    # Import / export (CL-IO). Uploaded files live here, outside the web root, under uuid4 names.
+    IMPORT_FOLDER = os.environ.get("IMPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "imports"))
+    # Largest accepted import file (the import routes allow this instead of MAX_CONTENT_LENGTH).
+    IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024)
+    # Rows validated and committed per transaction (the resume checkpoint granularity).
+    IMPORT_CHUNK_SIZE = env_int("IMPORT_CHUNK_SIZE", 2000)
+    # Error/notice rows kept per job for the downloadable report (counts stay exact beyond it).
+    IMPORT_MAX_REPORTED_ROWS = env_int("IMPORT_MAX_REPORTED_ROWS", 100_000)
+    # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
+    JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")
+    JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)
+    JOB_RETRY_INTERVALS = [int(x) for x in os.environ.get("JOB_RETRY_INTERVALS", "10,60,300").split(",") if x]
+    JOB_FAILURE_TTL = env_int("JOB_FAILURE_TTL", 24 * 3600)
+    # Exports with more rows than this run as a background job instead of streaming in the request.
+    EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 50_000)
+    EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "exports"))
 
     # Domain defaults
     CLIENT_UID_MIN_DIGITS = 5
@@ -153,8 +174,13 @@ class TestConfig(Config):
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     SQLALCHEMY_ENGINE_OPTIONS = {}
     REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+    IMPORT_FOLDER = os.environ.get("TEST_IMPORT_FOLDER", "/tmp/clientdesk-test-imports")
+    EXPORT_FOLDER = os.environ.get("TEST_EXPORT_FOLDER", "/tmp/clientdesk-test-exports")
+    JOB_RETRY_INTERVALS = [0]
     FAB_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     WTF_CSRF_ENABLED = False
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
     SERVER_NAME = None
+    PRIVATE_UPLOAD_FOLDER = os.environ.get("PRIVATE_UPLOAD_FOLDER") or os.path.join(
+        tempfile.gettempdir(), f"clientdesk-test-uploads-{os.getpid()}")

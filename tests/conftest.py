@@ -23,8 +23,10 @@ STAFF = [
     ("nobody", "Agent", [], [], True),
 ]
 
-DOMAIN_TABLES = ["client_favourite", "client_list_view", "client_column_layout", "client_bulk_job",
-                 "client_action", "client_tag", "two_factor_method", "client", "tag", "desk_user", "project_user", "desk", "project",
+DOMAIN_TABLES = ["import_row_error", "import_job",
+                 "client_favourite", "client_list_view", "client_column_layout", "client_bulk_job",
+                 "client_action", "client_tag", "two_factor_method", "client", "tag", "desk_user", "project_user",
+                 "desk", "project",
                  "client_status", "funnel_stage", "fee_group", "contact_origin", "custom_field", "audit_log",
                  "staff_preference"]
 

@@ -83,6 +83,7 @@ class ContactOrigin(TranslatedLabel, Audited, db.Model):
     label_translations = Column(JSONType, nullable=False, default=dict)
     builtin = Column(Boolean, nullable=False, default=False)
     icon_url = Column(String(500))
+    icon_file = Column(String(64))  # uuid4 name of an uploaded 22×22 icon, stored outside the web root
     active = Column(Boolean, nullable=False, default=True)
 
 

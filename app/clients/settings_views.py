@@ -1,6 +1,9 @@
 """Settings screens for client lists: statuses, custom fields, funnel stages, fee groups, origins."""
 
-from flask import request
+from flask import abort, request, send_file
+from flask_appbuilder import expose
+from flask_appbuilder.security.decorators import has_access
+from flask_wtf.file import FileField
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 from wtforms import TextAreaField
@@ -10,6 +13,7 @@ from ..core.errors import Conflict
 from ..core.filters import ClientDeskInterface
 from ..core.settings_views import SettingsModelView, TranslatedLabelMixin, boolean_fields, translation_fields
 from ..extensions import db
+from . import icons
 from .models import Client, ClientStatus, ContactOrigin, CustomField, FeeGroup, FunnelStage
 
 _COMMON_LABELS = {"label": _l("Label"), "order": _l("Order"), "active": _l("Active"), "colour": _l("Colour"),
@@ -100,15 +104,46 @@ class ContactOriginModelView(TranslatedLabelMixin, SettingsModelView):
     list_title = _l("Contact origins")
     show_title = add_title = edit_title = _l("Contact origin")
     list_columns = ["label", "builtin", "icon_url", "active"]
-    show_columns = ["label", "builtin", "icon_url", "active"]
-    add_columns = edit_columns = ["label", "label_es", "label_ru", "icon_url", "active"]
-    add_form_extra_fields = edit_form_extra_fields = {**translation_fields(), **boolean_fields(active=_l("Active"))}
+    show_columns = ["label", "builtin", "icon_url", "icon_file", "active"]
+    method_permission_name = {"icon": "list"}
+    add_columns = edit_columns = ["label", "label_es", "label_ru", "icon_upload", "icon_url", "active"]
+    add_form_extra_fields = edit_form_extra_fields = {
+        **translation_fields(), **boolean_fields(active=_l("Active")),
+        "icon_upload": FileField(_l("Icon"), description=_l("An image of exactly 22×22 pixels, or give an icon "
+                                                            "URL below."))}
     search_columns = ["label", "builtin", "active"]
     order_columns = ["label", "builtin", "active"]
     base_order = ("label", "asc")
     label_columns = _COMMON_LABELS
     validators_columns = {"icon_url": [Optional(), Regexp(r"^(https://|/)[^\s\"'<>]*$",
                                                           message=_l("Use an https:// or site-relative URL."))]}
+
+    def _store_icon(self, item):
+        upload = request.files.get("icon_upload")
+        if upload is not None and upload.filename:
+            item.icon_file = icons.store_icon(upload.stream)
+
+    def pre_add(self, item):
+        super().pre_add(item)
+        self._store_icon(item)
+
+    def pre_update(self, item):
+        super().pre_update(item)
+        self._store_icon(item)
+
+    @expose("/icon/<int:pk>")
+    @has_access
+    def icon(self, pk):
+        """Serve an uploaded icon to signed-in staff, never from the web root (R36 headers)."""
+        item = self.datamodel.get(pk)
+        path = icons.icon_path(item.icon_file if item is not None else None)
+        if path is None:
+            abort(404)
+        response = send_file(path, mimetype="image/png", max_age=0)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "private, max-age=300"
+        response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+        return response
 
     def service_delete_check(self, item):
         if item.builtin:
