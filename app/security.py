@@ -1,7 +1,10 @@
 """Thin SecurityManager subclass: staff users get project and desk assignments on their form."""
 
+from flask_appbuilder.fields import QuerySelectMultipleField
+from flask_appbuilder.fieldwidgets import Select2ManyWidget
 from flask_appbuilder.security.sqla.manager import SecurityManager
-from flask_appbuilder.security.views import UserDBModelView
+from flask_appbuilder.security.sqla.models import PermissionView
+from flask_appbuilder.security.views import RoleModelView, UserDBModelView
 from flask_babel import lazy_gettext as _l
 
 from .core.errors import DomainError
@@ -35,5 +38,24 @@ class StaffUserModelView(UserDBModelView):
         self._check_assignments(item)
 
 
+def _all_permission_views():
+    from .extensions import db
+    return db.session.query(PermissionView).all()
+
+
+class TranslatedRoleModelView(RoleModelView):
+    """FAB's role editor with permissions named in the user's language (CL-ORG-4)."""
+
+    def __init__(self, **kwargs):
+        from .core.permission_labels import permission_label
+        field = QuerySelectMultipleField(
+            _l("Permissions"), query_func=_all_permission_views, get_pk_func=lambda pv: pv.id,
+            get_label=permission_label, widget=Select2ManyWidget())
+        self.add_form_extra_fields = {"permissions": field}
+        self.edit_form_extra_fields = {"permissions": field}
+        super().__init__(**kwargs)
+
+
 class ClientDeskSecurityManager(SecurityManager):
     userdbmodelview = StaffUserModelView
+    rolemodelview = TranslatedRoleModelView
