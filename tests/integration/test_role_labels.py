@@ -1,7 +1,6 @@
 """Permission names are translatable in the role editor (CL-ORG-4)."""
 
 def test_role_editor_names_permissions_in_the_users_language(app, world, web):
-    from app.extensions import db
     c = web("admin")
     with app.app_context():
         role_id = app.appbuilder.sm.find_role("Admin").id
