@@ -113,7 +113,9 @@ def main():
     env = dict(os.environ, DATABASE_URL=args.url, BENCH_DATABASE_URL=args.url, PYTHONPATH=ROOT,
                SECRET_KEY="bench-secret-key-0123456789abcdef0123456789", FAB_UPDATE_PERMS="0",
                RATELIMIT_ENABLED="0", SESSION_IDLE_MINUTES="0")
-    # Register the stock view's permissions once (its own start-up never syncs).
+    # Bring the bench database to the code's schema, then register the stock view's permissions once.
+    subprocess.run([os.path.join(ROOT, ".venv", "bin", "flask"), "--app", "run:app", "db", "upgrade", "heads"],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([PY, "-c", "from bench.stock_fab import create_stock_app; create_stock_app()"], cwd=ROOT,
                    env=dict(env, STOCK_UPDATE_PERMS="1"), check=True, capture_output=True)
     ours_port, stock_port = 5101, 5102
