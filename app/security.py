@@ -46,6 +46,12 @@ def _all_permission_views():
 class TranslatedRoleModelView(RoleModelView):
     """FAB's role editor with permissions named in the user's language (CL-ORG-4)."""
 
+    list_columns = ["name", "permissions"]
+    show_columns = ["name", "permissions"]
+    add_columns = edit_columns = ["name", "permissions"]
+    search_columns = ["name"]
+    order_columns = ["name"]
+
     def __init__(self, **kwargs):
         from .core.permission_labels import permission_label
         field = QuerySelectMultipleField(
