@@ -174,8 +174,10 @@ class TestConfig(Config):
     SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     SQLALCHEMY_ENGINE_OPTIONS = {}
     REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
-    IMPORT_FOLDER = os.environ.get("TEST_IMPORT_FOLDER", "/tmp/clientdesk-test-imports")
-    EXPORT_FOLDER = os.environ.get("TEST_EXPORT_FOLDER", "/tmp/clientdesk-test-exports")
+    IMPORT_FOLDER = os.environ.get("TEST_IMPORT_FOLDER") or os.path.join(tempfile.gettempdir(),
+                                                                         "clientdesk-test-imports")
+    EXPORT_FOLDER = os.environ.get("TEST_EXPORT_FOLDER") or os.path.join(tempfile.gettempdir(),
+                                                                         "clientdesk-test-exports")
     JOB_RETRY_INTERVALS = [0]
     FAB_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     WTF_CSRF_ENABLED = False
