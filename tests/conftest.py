@@ -34,12 +34,16 @@ DOMAIN_TABLES = ["import_row_error", "import_job",
 def _database_url():
     """SQLite in memory, or a PostgreSQL database of its own per xdist worker."""
     url = os.environ.get("TEST_DATABASE_URL", "sqlite://")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if url.startswith("postgresql") and worker:
+    worker = os.environ.get("PYTEST_XDIST_WORKER") or "main"
+    if url.startswith("postgresql"):
+        import hashlib
+
         from sqlalchemy import create_engine
         from sqlalchemy.engine import make_url
         base = make_url(url)
-        name = f"{base.database}_{worker}"
+        # One database per checkout and worker: concurrent runs from two clones never wipe each other.
+        checkout = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:8]
+        name = f"{base.database}_{checkout}_{worker}"
         engine = create_engine(base, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():

@@ -18,7 +18,9 @@ def test_upgrade_from_empty_has_no_drift(tmp_path, monkeypatch):
     url = os.environ.get("TEST_DATABASE_URL", "")
     if url.startswith("postgresql"):
         from sqlalchemy.engine import make_url
-        name = "test_drift_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
+        import hashlib
+        checkout = hashlib.sha1(os.path.abspath(__file__).encode()).hexdigest()[:8]
+        name = f"test_drift_{checkout}_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
         url = make_url(url).set(database=name).render_as_string(hide_password=False)
     else:
         url = f"sqlite:///{tmp_path / 'drift.db'}"
