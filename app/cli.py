@@ -101,3 +101,46 @@ def setup():
         click.echo("=" * 60)
     with acting_as(admin.id):
         click.echo(demo.seed(clients=int(os.environ.get("DEMO_CLIENTS", "500")), seed=42))
+
+
+@clientdesk.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--user", "username", required=True, help="The staff user the import acts as (scope, audit).")
+@click.option("--project", default=None, help="Default project (id, name or key) for rows without one.")
+@click.option("--dry-run", is_flag=True, help="Validate and report only; change nothing.")
+@click.option("--encoding", default=None, help="utf-8, utf-8-sig, cp1252 or latin-1 (default: detected).")
+@click.option("--delimiter", default=None, help="',', ';', 'tab' or '|' (default: detected).")
+@with_appcontext
+def import_clients(path, username, project, dry_run, encoding, delimiter):
+    """Import clients from a CSV or XLSX file through the same pipeline as the import screen."""
+    from .core.errors import DomainError
+    from .imports import services as imports
+    user = current_app.appbuilder.sm.find_user(username=username)
+    if user is None or not user.active:
+        raise click.ClickException(f"No active user {username}.")
+    from .core.permissions import user_can
+    if not user_can(user, "can_import"):
+        raise click.ClickException(f"{username} may not import clients (can_import).")
+    try:
+        job = imports.import_file(path, user, project=project, dry_run=dry_run, encoding=encoding,
+                                  delimiter=delimiter)
+    except DomainError as exc:
+        messages = [str(m) for msgs in exc.field_errors.values() for m in msgs] or [str(exc)]
+        raise click.ClickException("; ".join(messages))
+    p = imports.status_payload(job)
+    click.echo(f"import {p['id']}: {p['status']}{' (dry run)' if p['dry_run'] else ''} "
+               f"created={p['created']} updated={p['updated']} unchanged={p['unchanged']} "
+               f"failed={p['failed']} notices={p['notices']}")
+    if p["reason"]:
+        click.echo(p["reason"])
+
+
+@clientdesk.command("worker")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@with_appcontext
+def worker(burst):
+    """Run an RQ worker for ClientDesk jobs (JSON serializer; needs REDIS_URL)."""
+    if not current_app.config.get("REDIS_URL"):
+        raise click.ClickException("REDIS_URL is not set: jobs run inline, no worker is needed.")
+    from .imports.jobs import run_worker
+    run_worker(burst=burst)

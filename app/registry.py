@@ -33,3 +33,9 @@ def register(appbuilder):
     appbuilder.add_view(ActionTypeModelView, "ActionTypes", label=_l("Action types"), icon="fa-bolt", **settings)
     appbuilder.add_view_no_menu(ClientActionView)
     appbuilder.add_api(ClientApi)
+    from .imports.api import ClientImportApi
+    from .imports.views import ClientExportView, ClientImportView
+    appbuilder.add_view(ClientImportView, "ImportClients", label=_l("Import clients"), icon="fa-upload",
+                        category="CRM")
+    appbuilder.add_view_no_menu(ClientExportView)
+    appbuilder.add_api(ClientImportApi)

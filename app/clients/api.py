@@ -12,6 +12,7 @@ from ..core.errors import DomainError, NotFound
 from ..core.filters import ClientDeskInterface, ScopeFilter
 from ..extensions import db
 from ..organisation.services import current_user
+from . import filters as list_filters
 from . import services
 from .models import Client
 from .permissions import CLIENT_PERMISSIONS
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 # Searchable and sortable columns: no passport or date of birth (no filter oracle, R5).
 SEARCH_COLUMNS = ["uid", "email", "first_name", "last_name", "full_name", "phone", "client_type", "state",
                   "country", "project_id", "desk_id", "manager_id", "status_id", "processed", "created_at"]
+# The list's fast filters (app/clients/filters.py) serve the REST list too: opr = the filter's arg_name.
+SEARCH_COLUMNS += [c for c in list_filters.API_SEARCH_COLUMNS if c not in SEARCH_COLUMNS and c != "custom_fields"]
 
 
 class ClientApi(ModelRestApi):
@@ -39,6 +42,7 @@ class ClientApi(ModelRestApi):
     list_model_schema = ClientReadSchema()
     show_model_schema = ClientDetailSchema()
     search_columns = SEARCH_COLUMNS
+    search_filters = {k: v for k, v in list_filters.API_SEARCH_FILTERS.items() if k in SEARCH_COLUMNS}
     order_columns = ["id", "uid", "email", "full_name", "last_name", "created_at", "updated_at", "state",
                      "country", "status_id"]
     add_columns = list(ClientWriteSchema._declared_fields)

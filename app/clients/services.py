@@ -128,18 +128,19 @@ def find_email_holder(email, exclude_id=None):
     return db.session.scalars(q.limit(1)).first()
 
 
-def _email_in_use_message(holder, actor):
-    if holder is not None and org.scope_for(actor).allows(holder.project_id, holder.desk_id):
+def _email_in_use_message(holder, actor, scope=None):
+    if holder is not None and (scope or org.scope_for(actor)).allows(holder.project_id, holder.desk_id):
         return _l("E-mail in use by: %(name)s (%(uid)s).", name=holder.full_name, uid=holder.uid)
     return _l("This e-mail is already in use.")
 
 
-def _check_custom_fields(values, errors, partial):
+def _check_custom_fields(values, errors, partial, defs=None):
     values = values or {}
     if not isinstance(values, dict):
         errors["custom_fields"] = [_l("Custom fields must be an object of key/value pairs.")]
         return {}
-    defs = {f.key: f for f in db.session.scalars(select(CustomField).where(CustomField.active.is_(True)))}
+    if defs is None:
+        defs = {f.key: f for f in db.session.scalars(select(CustomField).where(CustomField.active.is_(True)))}
     out = {}
     for key in values:
         if key not in defs:
@@ -257,12 +258,153 @@ def tags_by_name(names):
     return out
 
 
-def validate_client_data(data, actor, existing=None):
+class ClientLookup:
+    """The reference data validate_client_data reads; this default asks the database each time.
+
+    Bulk callers (the import) pass a PrefetchedClientLookup instead, so validating a row costs
+    no query while the rules themselves stay in one place.
+    """
+
+    def __init__(self, actor):
+        self.actor = actor
+        self._scope = None
+
+    @property
+    def scope(self):
+        if self._scope is None:
+            self._scope = org.scope_for(self.actor)
+        return self._scope
+
+    def project(self, project_id):
+        return db.session.get(Project, project_id)
+
+    def desk(self, desk_id):
+        return db.session.get(Desk, desk_id)
+
+    def ref(self, model, ref_id):
+        return db.session.get(model, ref_id)
+
+    def custom_field_defs(self):
+        return {f.key: f for f in db.session.scalars(select(CustomField).where(CustomField.active.is_(True)))}
+
+    def is_eligible_manager(self, manager_id, project_id, desk_id):
+        return org.is_eligible_manager(manager_id, project_id, desk_id)
+
+    def email_holder(self, email):
+        return find_email_holder(email)
+
+
+def _snapshot(obj, *names):
+    from types import SimpleNamespace
+    return SimpleNamespace(**{n: getattr(obj, n) for n in names})
+
+
+class PrefetchedClientLookup(ClientLookup):
+    """All reference data loaded once (projects, desks, settings lists, custom fields, manager
+    eligibility); e-mail holders are loaded per batch with `load_email_holders`."""
+
+    def __init__(self, actor):
+        super().__init__(actor)
+        from flask_appbuilder.security.sqla.models import User
+
+        from ..organisation.models import desk_user, project_user
+        session = db.session
+        self._scope = org.scope_for(actor)
+        self.projects = {p.id: _snapshot(p, "id", "name", "key", "active")
+                         for p in session.scalars(select(Project))}
+        self.desks = {d.id: _snapshot(d, "id", "project_id", "name", "label", "active")
+                      for d in session.scalars(select(Desk))}
+        self.refs = {model: {r.id: _snapshot(r, *[c for c in ("id", "label", "label_translations", "active",
+                                                                "client_type", "is_default")
+                                                   if hasattr(r, c)])
+                             for r in session.scalars(select(model))}
+                     for model in (ClientStatus, FeeGroup, ContactOrigin, FunnelStage)}
+        self.custom_fields = {f.key: _snapshot(f, "key", "label", "field_type", "options", "required")
+                              for f in session.scalars(select(CustomField).where(CustomField.active.is_(True)))}
+        active = set(session.scalars(select(User.id).where(User.active.is_(True))))
+        self.project_staff = {}
+        for pid, uid in session.execute(select(project_user.c.project_id, project_user.c.user_id)):
+            if uid in active:
+                self.project_staff.setdefault(pid, set()).add(uid)
+        self.desk_staff = {}
+        self.narrowed = {}  # project -> staff with a desk assignment inside it
+        for did, uid, pid in session.execute(select(desk_user.c.desk_id, desk_user.c.user_id, Desk.project_id)
+                                             .join(Desk, Desk.id == desk_user.c.desk_id)):
+            self.desk_staff.setdefault(did, set()).add(uid)
+            self.narrowed.setdefault(pid, set()).add(uid)
+        self.holders = {}
+
+    def project(self, project_id):
+        return self.projects.get(project_id)
+
+    def desk(self, desk_id):
+        return self.desks.get(desk_id)
+
+    def ref(self, model, ref_id):
+        return self.refs.get(model, {}).get(ref_id)
+
+    def custom_field_defs(self):
+        return self.custom_fields
+
+    def is_eligible_manager(self, manager_id, project_id, desk_id):
+        # Same rule as organisation.services.eligible_managers_query, evaluated in memory.
+        if manager_id not in self.project_staff.get(project_id, ()):
+            return False
+        if desk_id is None:
+            return True
+        return manager_id in self.desk_staff.get(desk_id, ()) or manager_id not in self.narrowed.get(project_id, ())
+
+    def load_email_holders(self, emails):
+        """Prefetch the clients holding any of `emails` (one query per batch)."""
+        self.holders = {}
+        emails = [e for e in set(emails) if e]
+        for start in range(0, len(emails), 1000):
+            part = emails[start:start + 1000]
+            for row in db.session.execute(select(Client.id, Client.email, Client.full_name, Client.uid,
+                                                 Client.project_id, Client.desk_id).where(Client.email.in_(part))):
+                self.holders[row.email] = row
+        return self.holders
+
+    def email_holder(self, email):
+        return self.holders.get(email)
+
+
+def immutable_changes(existing, data):
+    """Messages for the immutable fields (type, e-mail, project) that `data` would change."""
+    errors = {}
+    for key in IMMUTABLE_FIELDS:
+        if key in data and data[key] not in (None, ""):
+            current = getattr(existing, key)
+            new = data[key]
+            if key == "email":
+                try:
+                    new = v.normalize_email(new)
+                except ValueError:
+                    pass
+            if key == "client_type":
+                new = str(new).strip().lower()
+            if key == "project_id":
+                try:
+                    new = int(new)
+                except (TypeError, ValueError):
+                    pass
+            if new != current:
+                errors[key] = [{
+                    "client_type": _l("The client type cannot be changed after creation."),
+                    "email": _l("The e-mail cannot be changed after creation."),
+                    "project_id": _l("Use the Change project action to move a client to another project."),
+                }[key]]
+    return errors
+
+
+def validate_client_data(data, actor, existing=None, lookup=None):
     """Check and normalise `data`; returns the clean dict or raises ValidationFailed.
 
     For an update (`existing` given) only keys present in `data` are checked and returned,
-    and immutable fields are refused when they differ.
+    and immutable fields are refused when they differ. `lookup` supplies reference data
+    (default: the database, queried as needed; bulk callers pass a PrefetchedClientLookup).
     """
+    lookup = lookup or ClientLookup(actor)
     partial = existing is not None
     errors = {}
     unknown = set(data) - WRITABLE_FIELDS
@@ -280,28 +422,7 @@ def validate_client_data(data, actor, existing=None):
 
     # identity
     if partial:
-        for key in IMMUTABLE_FIELDS:
-            if key in data and data[key] not in (None, ""):
-                current = getattr(existing, key)
-                new = data[key]
-                if key == "email":
-                    try:
-                        new = v.normalize_email(new)
-                    except ValueError:
-                        pass
-                if key == "client_type":
-                    new = str(new).strip().lower()
-                if key == "project_id":
-                    try:
-                        new = int(new)
-                    except (TypeError, ValueError):
-                        pass
-                if new != current:
-                    errors[key] = [{
-                        "client_type": _l("The client type cannot be changed after creation."),
-                        "email": _l("The e-mail cannot be changed after creation."),
-                        "project_id": _l("Use the Change project action to move a client to another project."),
-                    }[key]]
+        errors.update(immutable_changes(existing, data))
     else:
         out["client_type"] = (str(data.get("client_type") or "personal")).strip().lower()
         if out["client_type"] not in CLIENT_TYPES:
@@ -343,7 +464,8 @@ def validate_client_data(data, actor, existing=None):
     if "meta" in data:
         out["meta"] = _check_meta(data["meta"], errors)
     if "custom_fields" in data or not partial:
-        out["custom_fields"] = _check_custom_fields(data.get("custom_fields"), errors, partial)
+        out["custom_fields"] = _check_custom_fields(data.get("custom_fields"), errors, partial,
+                                                    lookup.custom_field_defs())
         if partial and existing is not None:
             merged = dict(existing.custom_fields or {})
             merged.update(out["custom_fields"])
@@ -352,7 +474,7 @@ def validate_client_data(data, actor, existing=None):
     for key, model in REF_FIELDS.items():
         if key in data and data[key] not in (None, ""):
             try:
-                ref = db.session.get(model, int(data[key]))
+                ref = lookup.ref(model, int(data[key]))
             except (TypeError, ValueError):
                 ref = None
             if ref is None or not getattr(ref, "active", True):
@@ -363,7 +485,7 @@ def validate_client_data(data, actor, existing=None):
             out[key] = None
 
     # affiliation: project, desk, manager (CL-REC-4, CL-ORG-2)
-    scope = org.scope_for(actor)
+    scope = lookup.scope
     project_id = existing.project_id if partial else None
     if not partial:
         raw = data.get("project_id")
@@ -371,7 +493,7 @@ def validate_client_data(data, actor, existing=None):
             project_id = int(raw) if raw not in (None, "") else None
         except (TypeError, ValueError):
             project_id = None
-        project = db.session.get(Project, project_id) if project_id else None
+        project = lookup.project(project_id) if project_id else None
         if project is None or (not scope.all_projects and project_id not in (scope.project_ids or ())):
             errors["project_id"] = [_l("Choose one of your projects.")]
             project_id = None
@@ -387,7 +509,7 @@ def validate_client_data(data, actor, existing=None):
         except (TypeError, ValueError):
             desk_id = -1
         if desk_id is not None and project_id is not None:
-            desk = db.session.get(Desk, desk_id)
+            desk = lookup.desk(desk_id)
             if desk is None or desk.project_id != project_id:
                 errors["desk_id"] = [_l("The desk does not belong to the selected project.")]
             elif not desk.active and (not partial or desk_id != existing.desk_id):
@@ -403,7 +525,7 @@ def validate_client_data(data, actor, existing=None):
         out["manager_id"] = manager_id
     if project_id is not None and manager_id is not None and "desk_id" not in errors and (
             "manager_id" in data or "desk_id" in data):
-        if not org.is_eligible_manager(manager_id, project_id, desk_id):
+        if not lookup.is_eligible_manager(manager_id, project_id, desk_id):
             errors["manager_id"] = [_l("The manager must be an active staff member assigned to the client's "
                                        "project and desk.")]
     if project_id is not None and "desk_id" not in errors and not scope.allows(project_id, desk_id):
@@ -412,7 +534,7 @@ def validate_client_data(data, actor, existing=None):
     # personal clients need a name and a phone in the staff form
     ctype = existing.client_type if partial else out.get("client_type")
     if out.get("funnel_stage_id") and ctype:
-        stage = db.session.get(FunnelStage, out["funnel_stage_id"])
+        stage = lookup.ref(FunnelStage, out["funnel_stage_id"])
         if stage.client_type != ctype:
             errors["funnel_stage_id"] = [_l("This funnel stage belongs to the other client type.")]
     if ctype == "personal":
@@ -426,9 +548,9 @@ def validate_client_data(data, actor, existing=None):
 
     # uniqueness of the e-mail (Block policy until the duplicates module lands)
     if not partial and out.get("email") and "email" not in errors:
-        holder = find_email_holder(out["email"])
+        holder = lookup.email_holder(out["email"])
         if holder is not None:
-            errors["email"] = [_email_in_use_message(holder, actor)]
+            errors["email"] = [_email_in_use_message(holder, actor, scope)]
 
     if errors:
         raise ValidationFailed(errors)

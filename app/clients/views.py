@@ -3,10 +3,13 @@
 Declarative FAB adapters; every write goes through clients.services.
 """
 
+from urllib.parse import urlencode, urlsplit
+
 from flask import abort, flash, g, redirect, request, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
+from flask_appbuilder.urltools import get_order_args, get_page_args, get_page_size_args
 from flask_appbuilder.widgets import FormWidget, ListWidget
 from flask_babel import get_locale, gettext, lazy_gettext as _l
 from sqlalchemy import or_, select
@@ -19,7 +22,9 @@ from ..core.validators import country_name, generate_password
 from ..core.views import ScopedModelView, ServiceFormMixin
 from ..extensions import db
 from ..organisation import services as org
+from . import filters as list_filters
 from . import forms
+from . import list_services
 from . import services
 from .models import Client
 from .permissions import CLIENT_PERMISSIONS
@@ -69,6 +74,10 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         "change_project": "change_project", "change_state_view": "change_state", "set_outcome_view": "edit",
         "two_factor": "manage_2fa", "generate_password_view": "add", "logs": "view_logs",
         "set_rating_view": "edit",
+        "list_total": "list", "save_columns": "list", "create_view": "list", "change_view": "list",
+        "open_view": "list", "favourite": "list", "clear_favourites": "list", "bulk_job": "list",
+        "bulk_reassign": "reassign", "bulk_edit": "bulk_edit", "bulk_retag": "bulk_edit",
+        "bulk_state": "change_state",
     }
     base_filters = [["id", ScopeFilter, None], ["id", ClientSearchBoxFilter, None]]
     base_order = ("created_at", "desc")
@@ -79,8 +88,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     edit_title = _l("Edit client")
     list_columns = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "comments",
                     "desk.name", "status.order"]
-    order_columns = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "desk.name",
-                     "status.order", "created_at"]
+    order_columns = list(dict.fromkeys(list_services.ORDER_COLUMNS))
     search_columns = ["email", "uid", "first_name", "last_name", "full_name", "phone", "client_type", "state",
                       "country", "external_id", "created_at"]
     show_columns = ["id"]
@@ -306,13 +314,336 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    # -------------------------------------------------------------- the list (CL-LIST-1..8)
+
     @expose("/list/")
     @has_access
     def list(self):
+        user = g.user
+        args = request.args
+        if not args:
+            view = list_services.default_view(user)
+            if view is not None:
+                return redirect(url_for("ClientModelView.open_view", pk=view.id))
+        saved_view = None
+        if args.get("view"):
+            try:
+                saved_view = list_services.get_view(user, args.get("view"))
+            except NotFound:
+                saved_view = None
+        columns = list_services.column_layout(user)
+        if saved_view is not None and saved_view.columns:
+            columns = list_services.clean_columns(saved_view.columns)
+        custom = list_services.custom_field_columns()
+        active = list_filters.parse_filters(args, custom.values())
+        tab = list_filters.client_type_tab(args)
+        filters = list_filters.build_filters(self.datamodel, active, tab)
+        order_column, order_direction = get_order_args().get(self.__class__.__name__, ("", ""))
+        if not order_column:
+            order_column, order_direction = self.base_order
+        page = max(get_page_args().get(self.__class__.__name__, 0), 0)
+        page_size = get_page_size_args().get(self.__class__.__name__, self.page_size)
+        if page_size > max(PAGE_SIZES):
+            abort(400)  # no unbounded pages (fab5-notes §2)
+        page_size = page_size if page_size in PAGE_SIZES else self.page_size
+        rows, more = self._page_rows(filters, order_column, order_direction, page, page_size,
+                                     with_tags="tags" in columns)
         self.update_redirect()
-        widgets = self._list()
-        return self.render_template(self.list_template, title=self.list_title, widgets=widgets,
-                                    search_text=request.args.get("q", ""))
+        locale = str(get_locale() or "en")
+        favourite_ids = list_services.favourite_ids(user, [r.id for r in rows])
+        url_with = _url_builder(args)
+        column_defs = {key: (label, order) for key, label, order in list_services.available_columns()}
+        widget = self.list_widget(
+            rows=rows, columns=[c for c in columns if c in column_defs], column_defs=column_defs,
+            custom=custom, order_column=order_column, order_direction=order_direction, url_with=url_with,
+            favourite_ids=favourite_ids, can_edit=user_can(user, "can_edit"), page=page, page_size=page_size,
+            count=page * page_size + len(rows) + (1 if more else 0), more=more,
+            modelview_name=self.__class__.__name__, formatters=_CELL_FORMATTERS, country_name=_country,
+        )
+        chips = [{"label": list_services.chip_label(a), "value": list_services.chip_text(a, user, locale),
+                  "remove_url": url_with(_remove=a.params, clear="1")} for a in active]
+        panel_specs = [(spec, list_services.filter_choices(user, spec.choices, locale) if spec.choices else [])
+                       for spec in list_filters.FILTERS]
+        bulk = {op: user_can(user, perm) for op, perm in list_services.BULK_OPERATIONS.items()}
+        can_add = user_can(user, "can_add")
+        return self.render_template(
+            self.list_template, title=self.list_title, widgets={"list": widget}, search_text=args.get("q", ""),
+            chips=chips, chips_shown=CHIPS_SHOWN, can_add=can_add, tab=tab, url_with=url_with, filter_specs=panel_specs,
+            custom_filters=custom, args=args, presets=list_filters.DATE_PRESETS,
+            text_ops=list_filters.TEXT_OPERATOR_LABELS, drop_url=url_with(_remove=_filter_param_names(args),
+                                                                          clear="1"),
+            page=page, page_size=page_size,
+            page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=list_services.list_views(user),
+            saved_view=saved_view, columns=columns, available_columns=list_services.available_columns(),
+            locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
+            bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
+            reassign_desks=forms.desk_options(user), reassign_managers=forms.manager_options(user),
+            statuses=list_services.filter_choices(user, "statuses", locale), states=forms.STATE_LABELS,
+            countries=list_services.filter_choices(user, "countries", locale),
+        )
+
+    def _page_rows(self, filters, order_column, order_direction, page, page_size, with_tags=False):
+        """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
+        comes from list_total, which the page loads asynchronously."""
+        from sqlalchemy.orm import selectinload
+        joined = filters.get_joined_filters(self._base_filters)
+        q = db.session.query(Client)
+        if with_tags:
+            q = q.options(selectinload(Client.tags))
+        q = self.datamodel.apply_all(q, joined, order_column, order_direction)
+        rows = q.offset(page * page_size).limit(page_size + 1).all()
+        return rows[:page_size], len(rows) > page_size
+
+    @expose("/list/total")
+    @has_access
+    def list_total(self):
+        """The exact Total for the list's filters and search, per tab (same scope as the page)."""
+        from flask import jsonify
+        counts = list_services.count_by_type(g.user, request.args)
+        tab = list_filters.client_type_tab(request.args)
+        total = counts[tab] if tab else sum(counts.values())
+        return jsonify(total=total, counts={**counts, "all": sum(counts.values())})
+
+    # -------------------------------------------------------------- columns and saved views
+
+    @expose("/columns", methods=["POST"])
+    @has_access
+    def save_columns(self):
+        if request.form.get("op") == "reset":
+            list_services.reset_column_layout(g.user)
+            flash(gettext("Columns reset to the defaults."), "success")
+        else:
+            list_services.set_column_layout(g.user, request.form.getlist("column"))
+            flash(gettext("Columns saved."), "success")
+        return redirect(_back_to_list())
+
+    @expose("/views", methods=["POST"])
+    @has_access
+    def create_view(self):
+        query = _parse_query(request.form.get("query", ""))
+        columns = request.form.getlist("column") or list_services.column_layout(g.user)
+        try:
+            view = list_services.create_view(g.user, request.form.get("name"), query, columns,
+                                             is_default=bool(request.form.get("is_default")))
+        except DomainError as exc:
+            db.session.rollback()
+            _flash_domain_error(exc)
+            return redirect(_back_to_list())
+        flash(gettext("View “%(name)s” saved.", name=view.name), "success")
+        return redirect(url_for("ClientModelView.open_view", pk=view.id))
+
+    @expose("/views/<int:pk>", methods=["POST"])
+    @has_access
+    def change_view(self, pk):
+        view_id = pk
+        op = request.form.get("op")
+        try:
+            if op == "delete":
+                list_services.delete_view(g.user, view_id)
+                flash(gettext("View deleted."), "success")
+                return redirect(url_for("ClientModelView.list", clear="1"))
+            if op == "rename":
+                list_services.update_view(g.user, view_id, name=request.form.get("name"))
+            elif op == "update":
+                list_services.update_view(g.user, view_id, args=_parse_query(request.form.get("query", "")),
+                                          columns=request.form.getlist("column") or None)
+            elif op == "default":
+                list_services.update_view(g.user, view_id, is_default=True)
+            elif op == "undefault":
+                list_services.update_view(g.user, view_id, is_default=False)
+            else:
+                abort(400)
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            db.session.rollback()
+            _flash_domain_error(exc)
+            return redirect(_back_to_list())
+        flash(gettext("View saved."), "success")
+        return redirect(url_for("ClientModelView.open_view", pk=view_id))
+
+    @expose("/views/<int:pk>/open")
+    @has_access
+    def open_view(self, pk):
+        try:
+            view = list_services.get_view(g.user, pk)
+        except NotFound:
+            abort(404)
+        params = dict(list_services.stored_filter_args(_multi_dict(view.filters or {})))
+        return redirect(url_for("ClientModelView.list", view=view.id, **params))
+
+    # -------------------------------------------------------------- favourites (CL-LIST-7)
+
+    @expose("/favourites/<int:pk>", methods=["POST"])
+    @has_access
+    def favourite(self, pk):
+        from flask import jsonify
+        try:
+            if request.form.get("op") == "remove":
+                list_services.remove_favourite(g.user, pk)
+                state = False
+            else:
+                state = list_services.toggle_favourite(g.user, pk)
+        except NotFound:
+            abort(404)
+        if request.accept_mimetypes.best == "application/json" or request.headers.get("X-Requested-With"):
+            return jsonify(favourite=state, favourites=_favourites_json(g.user))
+        return redirect(_back_to_list())
+
+    @expose("/favourites/clear", methods=["POST"])
+    @has_access
+    def clear_favourites(self):
+        from flask import jsonify
+        list_services.clear_favourites(g.user)
+        if request.headers.get("X-Requested-With"):
+            return jsonify(favourites=[])
+        flash(gettext("Favourites cleared."), "success")
+        return redirect(_back_to_list())
+
+    # -------------------------------------------------------------- bulk actions (CL-LIST-8)
+
+    def _bulk(self, operation):
+        form = request.form
+        if form.get("all_matching") == "1":
+            ids = [i for (i,) in list_services.matching_ids_query(g.user, _parse_query(form.get("query", "")))]
+        else:
+            ids = form.getlist("rowid")
+        params = {k: form.get(k) for k in ("desk_id", "manager_id", "status_id", "state", "mode", "tags",
+                                             *list_services.BULK_EDIT_FIELDS)}
+        params["enabled"] = form.getlist("enabled")
+        try:
+            job = list_services.start_bulk(g.user, operation, params, ids)
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            db.session.rollback()
+            _flash_domain_error(exc)
+            return redirect(_back_to_list())
+        _flash_job(job)
+        return redirect(_back_to_list())
+
+    @expose("/bulk/reassign", methods=["POST"])
+    @has_access
+    def bulk_reassign(self):
+        return self._bulk("reassign")
+
+    @expose("/bulk/edit", methods=["POST"])
+    @has_access
+    def bulk_edit(self):
+        return self._bulk("bulk_edit")
+
+    @expose("/bulk/retag", methods=["POST"])
+    @has_access
+    def bulk_retag(self):
+        return self._bulk("retag")
+
+    @expose("/bulk/state", methods=["POST"])
+    @has_access
+    def bulk_state(self):
+        return self._bulk("change_state")
+
+    @expose("/bulk/jobs/<int:pk>")
+    @has_access
+    def bulk_job(self, pk):
+        from flask import jsonify
+        try:
+            job = list_services.get_bulk_job(g.user, pk)
+        except NotFound:
+            abort(404)
+        return jsonify(list_services.bulk_job_summary(job))
+
+
+PAGE_SIZES = (25, 50, 100)
+CHIPS_SHOWN = 4  # more active filters than this fold into "Other filters (N)"
+_KEEP_ON_NAVIGATION = ("q", "type", "view", "clear")
+
+
+def _multi(args):
+    """A MultiDict as keyword arguments for url_for (lists keep repeated parameters)."""
+    return {k: args.getlist(k) for k in args.keys()}
+
+
+def _multi_dict(mapping):
+    from werkzeug.datastructures import MultiDict
+    return MultiDict([(k, v) for k, values in mapping.items() for v in (values if isinstance(values, list)
+                                                                         else [values])])
+
+
+def _parse_query(text):
+    from urllib.parse import parse_qsl
+    from werkzeug.datastructures import MultiDict
+    return MultiDict(parse_qsl(text or "", keep_blank_values=False)[:500])
+
+
+def _filter_param_names(args):
+    names = set(list_filters.filter_params())
+    names.update(k for k in args.keys() if k.startswith(list_filters.CUSTOM_PREFIX))
+    return names
+
+
+def _url_builder(args):
+    """url_with(**changes): this list URL with parameters changed (None removes) and page reset."""
+    def url_with(_remove=(), **changes):
+        params = {k: args.getlist(k) for k in args.keys() if k not in _remove and not k.startswith("page_")}
+        for key, value in changes.items():
+            if value is None:
+                params.pop(key, None)
+            else:
+                params[key] = value
+        # Percent-encode everything: the search text never appears raw in the page's links.
+        query = urlencode([(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])])
+        return url_for("ClientModelView.list") + ("?" + query if query else "")
+    return url_with
+
+
+def _back_to_list():
+    target = request.form.get("next") or request.referrer or ""
+    parts = urlsplit(target)
+    if parts.netloc and parts.netloc != request.host:
+        return url_for("ClientModelView.list")
+    if parts.path.startswith("/clients/list") and not parts.path.startswith("/clients/list/total"):
+        return parts.path + ("?" + parts.query if parts.query else "")
+    return url_for("ClientModelView.list")
+
+
+def _flash_domain_error(exc):
+    messages = [str(m) for ms in exc.field_errors.values() for m in ms] or [str(exc.message)]
+    for m in messages:
+        flash(m, "danger")
+
+
+def _flash_job(job):
+    summary = list_services.bulk_job_summary(job)
+    if job.status != "done":
+        flash(gettext("The change of %(total)s clients runs in the background (job %(id)s).",
+                      total=summary["total"], id=summary["id"]), "info")
+        return
+    flash(gettext("%(changed)s of %(total)s selected clients were changed.", changed=summary["changed"],
+                  total=summary["total"]), "success")
+    if summary["out_of_scope"]:
+        flash(gettext("%(n)s selected clients are outside your scope and were not changed.",
+                      n=summary["out_of_scope"]), "warning")
+    if summary["failed"]:
+        flash(gettext("%(n)s clients could not be changed: %(errors)s", n=summary["failed"],
+                      errors="; ".join(summary["errors"][:5])), "danger")
+
+
+def _favourites_json(user):
+    return [{"id": c.id, "name": c.full_name, "email": c.email, "status": str(c.status or ""),
+             "colour": c.status.colour if c.status else "", "url": url_for("ClientModelView.show", pk=c.id),
+             "remove_url": url_for("ClientModelView.favourite", pk=c.id)}
+            for c in list_services.favourites(user)]
+
+
+def _country(code):
+    return country_name(code, str(get_locale() or "en")) if code else ""
+
+
+def _fmt_datetime(value):
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+_CELL_FORMATTERS = {"datetime": _fmt_datetime}
 
 
 def _log_display_values(rows):

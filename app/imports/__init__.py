@@ -1,0 +1,1 @@
+"""Client import and export (CL-IO): parse → map → validate → upsert, ImportJob, exports."""

@@ -1,0 +1,178 @@
+"""Background jobs of the import/export domain, and the one RQ enqueue wrapper (R31–R34).
+
+Job functions are module-level, take ids only and are idempotent: RQ delivers at least once
+(an abandoned job is retried), and the database row, not Redis, holds the progress. When
+REDIS_URL is unset the job runs inline, in the caller's process.
+"""
+
+import functools
+import logging
+
+from flask import current_app, has_app_context
+
+log = logging.getLogger(__name__)
+
+_worker_app = None
+
+
+def with_app_context(fn):
+    """Give a job an app context: the caller's, or one app built once per worker process."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        global _worker_app
+        if has_app_context():
+            _fresh_pool_after_fork()
+            return fn(*args, **kwargs)
+        if _worker_app is None:
+            import os
+
+            from .. import create_app
+            _worker_app = create_app(os.environ.get("CLIENTDESK_CONFIG", "config.Config"))
+        with _worker_app.app_context():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+_pool_pid = None
+
+
+def _fresh_pool_after_fork():
+    """A forked work-horse must not reuse the parent's database connections (fab5-notes §7)."""
+    import os
+    global _pool_pid
+    if _pool_pid != os.getpid():
+        if _pool_pid is not None or _worker_app is not None:
+            from ..extensions import db
+            db.engine.dispose(close=False)
+        _pool_pid = os.getpid()
+
+
+def redis_connection(app=None):
+    from redis import Redis
+    app = app or current_app
+    return Redis.from_url(app.config["REDIS_URL"])
+
+
+def get_queue(app=None):
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+    app = app or current_app
+    return Queue(app.config["JOB_QUEUE"], connection=redis_connection(app), serializer=JSONSerializer)
+
+
+def enqueue(func, *args, job_id, on_failure=None):
+    """THE way to start background work: JSON serializer, bounded retries, timeouts, short failure TTL.
+
+    Runs `func(*args)` inline when REDIS_URL is unset. Args must be ids and primitives (no PII in Redis).
+    """
+    config = current_app.config
+    if not config.get("REDIS_URL"):
+        return func(*args)
+    from rq import Callback, Retry
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job, JobStatus
+    queue = get_queue()
+    existing = None
+    try:
+        existing = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except Exception:  # NoSuchJobError and friends: nothing to reuse
+        existing = None
+    if existing is not None:
+        status = existing.get_status()
+        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            return existing  # already on its way; the same id never runs twice at once
+        existing.delete()
+    intervals = list(config.get("JOB_RETRY_INTERVALS") or [0])
+    try:
+        return queue.enqueue(
+            func, *args, job_id=job_id, unique=True,
+            retry=Retry(max=3, interval=intervals),
+            job_timeout=int(config["JOB_TIMEOUT"]),
+            result_ttl=600, failure_ttl=int(config["JOB_FAILURE_TTL"]),
+            on_failure=Callback(on_failure) if on_failure else None)
+    except DuplicateJobError:
+        return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+
+
+# ----------------------------------------------------------------- import
+
+@with_app_context
+def run_import_job(import_job_id):
+    """Run or resume ImportJob `import_job_id` to the end (safe to deliver twice)."""
+    from ..extensions import db
+    from . import services
+    try:
+        services.run_import(int(import_job_id))
+    except Exception:
+        db.session.rollback()
+        log.exception("import %s stopped", import_job_id)
+        if not current_app.config.get("REDIS_URL"):
+            _mark_failed(import_job_id)  # inline: there is no retry, tell the user now
+        raise
+    finally:
+        db.session.remove()
+
+
+def _mark_failed(import_job_id):
+    from flask_babel import gettext
+    from sqlalchemy import update
+
+    from ..extensions import db
+    from .models import ImportJob, utcnow
+    db.session.execute(update(ImportJob).where(ImportJob.id == int(import_job_id),
+                                               ImportJob.status.in_(("queued", "running")))
+                       .values(status="failed", finished_at=utcnow(),
+                               reason=gettext("The import stopped because of an internal error. Rows committed "
+                                              "so far are kept; start the file again to resume.")))
+    db.session.commit()
+
+
+@with_app_context
+def import_failed(job, connection, type, value, traceback):  # noqa: A002  (RQ's callback signature)
+    """RQ failure callback: mark the ImportJob failed once no retry is left (sanitised reason, no PII)."""
+    if job.retries_left:
+        return
+    import_job_id = (job.args or [None])[0]
+    if import_job_id is not None:
+        _mark_failed(import_job_id)
+
+
+def enqueue_import(import_job_id):
+    """Queue (or, without Redis, run) the import; deterministic RQ id import-<id>."""
+    if not current_app.config.get("REDIS_URL"):
+        try:
+            return run_import_job(import_job_id)
+        except Exception:
+            return None
+    return enqueue(run_import_job, int(import_job_id), job_id=f"import-{int(import_job_id)}",
+                   on_failure=import_failed)
+
+
+def resume_stale_imports(stale_seconds=900):
+    """Re-enqueue running imports whose heartbeat stopped (a lost job, rq#2015); returns their ids."""
+    import datetime as dt
+
+    from sqlalchemy import or_, select
+
+    from ..extensions import db
+    from .models import ImportJob, utcnow
+    cutoff = utcnow() - dt.timedelta(seconds=stale_seconds)
+    ids = list(db.session.scalars(select(ImportJob.id).where(
+        ImportJob.status.in_(("queued", "running")),
+        or_(ImportJob.heartbeat_at.is_(None), ImportJob.heartbeat_at < cutoff))))
+    for import_job_id in ids:
+        enqueue_import(import_job_id)
+    return ids
+
+
+# ----------------------------------------------------------------- worker
+
+def run_worker(burst=False, with_scheduler=True):
+    """An RQ worker on the ClientDesk queue with the JSON serializer (`flask clientdesk worker`)."""
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+    global _worker_app
+    _worker_app = current_app._get_current_object()
+    queue = get_queue()
+    worker = Worker([queue], connection=queue.connection, serializer=JSONSerializer)
+    worker.work(burst=burst, with_scheduler=with_scheduler)

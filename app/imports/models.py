@@ -1,0 +1,76 @@
+"""Import jobs and their per-row reports (CL-IO-2); the database, not Redis, holds the progress."""
+
+import datetime as dt
+
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, String, Text
+
+from ..core.types import JSONType
+from ..extensions import db
+
+
+def utcnow():
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+IMPORT_STATUSES = ("uploaded", "queued", "running", "done", "failed", "cancelled")
+
+
+class ImportJob(db.Model):
+    """One uploaded client file and its import run: mapping, options, checkpoint and counts."""
+
+    __tablename__ = "import_job"
+    id = Column(Integer, primary_key=True)
+    user_id = Column(Integer, ForeignKey("ab_user.id"), nullable=False, index=True)
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    original_name = Column(String(255), nullable=False, default="")
+    stored_name = Column(String(64), nullable=False)      # uuid4 name under IMPORT_FOLDER, never user-chosen
+    file_sha256 = Column(String(64), nullable=False, index=True)
+    file_size = Column(Integer, nullable=False, default=0)
+    file_format = Column(String(8), nullable=False, default="csv")   # csv / xlsx
+    encoding = Column(String(20))
+    delimiter = Column(String(4))
+    headers = Column(JSONType, nullable=False, default=list)
+    mapping = Column(JSONType, nullable=False, default=dict)    # column index (str) -> field key
+    options = Column(JSONType, nullable=False, default=dict)
+    dry_run = Column(Boolean, nullable=False, default=False)
+    status = Column(String(12), nullable=False, default="uploaded")
+    reason = Column(Text)                                        # sanitised failure reason for the user
+    total_rows = Column(Integer)
+    committed_through = Column(Integer, nullable=False, default=0)   # data rows fully processed and committed
+    created_count = Column(Integer, nullable=False, default=0)
+    updated_count = Column(Integer, nullable=False, default=0)
+    unchanged_count = Column(Integer, nullable=False, default=0)
+    failed_count = Column(Integer, nullable=False, default=0)
+    notice_count = Column(Integer, nullable=False, default=0)
+    started_at = Column(DateTime)
+    finished_at = Column(DateTime)
+    heartbeat_at = Column(DateTime)
+    cancel_requested = Column(Boolean, nullable=False, default=False)
+
+    @property
+    def job_key(self):
+        """The id used for RQ and for audit attribution."""
+        return f"import-{self.id}"
+
+    @property
+    def done_rows(self):
+        return self.committed_through or 0
+
+    @property
+    def finished(self):
+        return self.status in ("done", "failed", "cancelled")
+
+    def __repr__(self):
+        return f"<ImportJob {self.id} {self.status}>"
+
+
+class ImportRowError(db.Model):
+    """One reported row of an import: an error (row skipped) or a notice (row imported, with a remark)."""
+
+    __tablename__ = "import_row_error"
+    id = Column(Integer, primary_key=True)
+    job_id = Column(Integer, ForeignKey("import_job.id", ondelete="CASCADE"), nullable=False, index=True)
+    line = Column(Integer, nullable=False)
+    kind = Column(String(8), nullable=False, default="error")  # error / notice
+    reason = Column(Text, nullable=False)
+    raw = Column(JSONType, nullable=False, default=list)       # the original cells of the row

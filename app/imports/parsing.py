@@ -1,0 +1,241 @@
+"""Reading client files: CSV (encoding and delimiter detection) and XLSX, streamed row by row.
+
+Each reader yields `(line_number, cells, problem)`: `cells` is a list of strings (None for a
+row that could not be read) and `problem` a translated message for such a row. Memory stays
+bounded whatever the file size: nothing here holds more than one row.
+"""
+
+import codecs
+import csv
+import datetime as dt
+import os
+import stat
+import zipfile
+
+from flask_babel import lazy_gettext as _l
+
+DELIMITERS = (",", ";", "\t", "|")   # sniffing never looks beyond these (R25, cpython #119123)
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1")
+# The largest text field of a client is 2,000 characters; anything far beyond is a broken file or an attack.
+FIELD_SIZE_LIMIT = 100_000
+SAMPLE_BYTES = 256 * 1024
+
+# XLSX (a zip archive) limits, checked before openpyxl opens it (R26, ASVS 5.2.3).
+XLSX_MAX_MEMBERS = 1_000
+XLSX_MAX_UNCOMPRESSED = 2 * 1024 ** 3
+XLSX_MAX_RATIO = 200
+
+csv.field_size_limit(FIELD_SIZE_LIMIT)
+
+
+class FileRejected(ValueError):
+    """The file as a whole cannot be imported; the message is translated."""
+
+
+def file_format(filename, head):
+    """'xlsx' for a zip archive named .xlsx, 'csv' for text; anything else is refused."""
+    name = (filename or "").lower()
+    if head.startswith(b"PK\x03\x04"):
+        if name.endswith(".xlsx"):
+            return "xlsx"
+        raise FileRejected(_l("Upload a CSV or XLSX file."))
+    if name.endswith(".xlsx") or name.endswith(".xls"):
+        raise FileRejected(_l("This is not a valid XLSX file."))
+    if b"\x00" in head[:4096]:
+        raise FileRejected(_l("Upload a CSV or XLSX file."))
+    return "csv"
+
+
+# ----------------------------------------------------------------- CSV
+
+def detect_encoding(sample):
+    """UTF-8 (with or without BOM) when the bytes are valid UTF-8, else CP1252 (or Latin-1)."""
+    if sample.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    cut = sample.rfind(b"\n")
+    body = sample[:cut] if cut > 0 and len(sample) >= SAMPLE_BYTES else sample
+    try:
+        body.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # Bytes CP1252 leaves undefined mean the file is ISO-8859-1.
+    if any(b in body for b in (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")):
+        return "latin-1"
+    return "cp1252"
+
+
+def detect_delimiter(text_sample):
+    """The candidate giving the most columns, consistently, over the first lines; ',' by default."""
+    lines = text_sample.splitlines()[:30]
+    if len(text_sample) >= SAMPLE_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line of a sample may be cut
+    best, best_score = ",", (False, 1)
+    for delim in DELIMITERS:
+        try:
+            rows = list(csv.reader(lines, delimiter=delim))
+        except csv.Error:
+            continue
+        if not rows:
+            continue
+        counts = [len(r) for r in rows if r]
+        width = counts[0] if counts else 1
+        consistent = all(c == width for c in counts)
+        score = (consistent and width > 1, width if consistent else 1)
+        if score > best_score:
+            best, best_score = delim, score
+    return best
+
+
+def _read_sample(path):
+    with open(path, "rb") as fh:
+        return fh.read(SAMPLE_BYTES)
+
+
+def sniff_csv(path, encoding=None, delimiter=None):
+    """(encoding, delimiter) of a CSV file; explicit choices win over detection."""
+    sample = _read_sample(path)
+    encoding = encoding or detect_encoding(sample)
+    if encoding not in ENCODINGS:
+        raise FileRejected(_l("Unsupported encoding: %(name)s.", name=encoding))
+    if encoding == "utf-8" and sample.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    if not delimiter:
+        delimiter = detect_delimiter(sample.decode(encoding, errors="replace"))
+    if delimiter not in DELIMITERS:
+        raise FileRejected(_l("Choose a delimiter: comma, semicolon, tab or vertical bar."))
+    return encoding, delimiter
+
+
+def _bad_bytes(cells):
+    """Undecodable bytes survive as lone surrogates (surrogateescape); UTF-8 cannot encode those."""
+    try:
+        "".join(cells).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def iter_csv(path, encoding, delimiter):
+    """Yield (line, cells, problem) for every record, the header first (line 1)."""
+    with open(path, encoding=encoding, errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=False)
+        start = 1
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                yield start, None, _l("A value is longer than %(max)d characters or the row is malformed.",
+                                      max=FIELD_SIZE_LIMIT)
+                start = reader.line_num + 1
+                continue
+            line = start
+            start = reader.line_num + 1
+            if not cells:
+                continue
+            if _bad_bytes(cells):
+                yield line, [c.encode("utf-8", "replace").decode("utf-8") for c in cells], _l(
+                    "The row contains bytes that are not valid %(encoding)s; choose the file's encoding.",
+                    encoding=encoding)
+                continue
+            yield line, cells, None
+
+
+# ----------------------------------------------------------------- XLSX
+
+def check_xlsx_archive(path):
+    """Refuse zip bombs and odd archives before any XML is parsed (R26)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            if len(members) > XLSX_MAX_MEMBERS:
+                raise FileRejected(_l("The XLSX file has too many parts."))
+            total = 0
+            for info in members:
+                name = info.filename
+                if name.startswith("/") or ".." in name.split("/") or "\\" in name:
+                    raise FileRejected(_l("The XLSX file contains unsafe paths."))
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise FileRejected(_l("The XLSX file contains unsafe paths."))
+                total += info.file_size
+                if info.file_size > 1024 * 1024 and info.file_size > XLSX_MAX_RATIO * max(info.compress_size, 1):
+                    raise FileRejected(_l("The XLSX file is compressed suspiciously well and was refused."))
+            if total > XLSX_MAX_UNCOMPRESSED:
+                raise FileRejected(_l("The XLSX file is too large once unpacked."))
+            if "xl/workbook.xml" not in {m.filename for m in members}:
+                raise FileRejected(_l("This is not a valid XLSX file."))
+    except zipfile.BadZipFile:
+        raise FileRejected(_l("This is not a valid XLSX file."))
+
+
+def _cell_text(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def iter_xlsx(path):
+    """Yield (line, cells, problem) from the first sheet, read-only and streamed."""
+    import openpyxl  # defusedxml is installed, so openpyxl parses with it (billion laughs, XXE)
+
+    check_xlsx_archive(path)
+    fh = open(path, "rb")  # a file object: stored names have no extension for openpyxl to check
+    try:
+        wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+    except Exception:  # openpyxl raises many types for a broken archive
+        fh.close()
+        raise FileRejected(_l("This is not a valid XLSX file."))
+    try:
+        ws = wb.worksheets[0]
+        for line, row in enumerate(ws.iter_rows(values_only=True), start=1):
+            cells = [_cell_text(c) for c in row]
+            while cells and cells[-1] == "":
+                cells.pop()
+            if not cells:
+                continue
+            if any(len(c) > FIELD_SIZE_LIMIT for c in cells):
+                yield line, None, _l("A value is longer than %(max)d characters or the row is malformed.",
+                                     max=FIELD_SIZE_LIMIT)
+                continue
+            yield line, cells, None
+    finally:
+        wb.close()
+        fh.close()
+
+
+# ----------------------------------------------------------------- one entry point
+
+def iter_file(path, fmt, encoding=None, delimiter=None):
+    if not os.path.exists(path):
+        raise FileRejected(_l("The uploaded file is no longer available."))
+    if fmt == "xlsx":
+        return iter_xlsx(path)
+    return iter_csv(path, encoding, delimiter)
+
+
+def read_head(path, fmt, encoding=None, delimiter=None, rows=10):
+    """(headers, first data rows) for the preview."""
+    it = iter_file(path, fmt, encoding, delimiter)
+    headers, sample = None, []
+    for _line, cells, _problem in it:
+        if headers is None:
+            headers = [c.strip().lstrip("\ufeff") for c in (cells or [])]
+            continue
+        sample.append(cells or [])
+        if len(sample) >= rows:
+            break
+    if hasattr(it, "close"):
+        it.close()
+    if not headers:
+        raise FileRejected(_l("The file is empty."))
+    return headers, sample

@@ -1,0 +1,894 @@
+"""The client import pipeline (CL-IO-1, CL-IO-2): one service for the UI, the CLI and the REST API.
+
+store_upload → (preview, configure) → start → run_import. run_import reads the stored file
+in chunks; per chunk it maps the cells to client fields, decides each row's identity in one
+place (`duplicate_decision`), validates with the client rules of clients.services (reference
+data prefetched once), writes clients with Core bulk statements, records the audit rows and
+moves the checkpoint — all in one transaction, so a crash repeats at most one chunk and a
+repeated chunk changes nothing (rows already written are found and reported unchanged).
+"""
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import types
+import uuid
+
+from flask import current_app
+from flask_appbuilder.security.sqla.models import User
+from flask_babel import force_locale, lazy_gettext as _l
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..clients import forms
+from ..clients import services as client_services
+from ..clients.models import Client, ClientStatus, Tag, client_tag
+from ..core import audit
+from ..core import validators as v
+from ..core.actor import acting_as
+from ..core.errors import NotFound, ValidationFailed
+from ..extensions import db
+from ..organisation import services as org
+from . import fields as F
+from .exports import unneutralise
+from . import parsing
+from .models import ImportJob, ImportRowError, utcnow
+
+log = logging.getLogger(__name__)
+
+CLIENT = Client.__table__
+COLUMNS = [c.name for c in CLIENT.columns if c.name != "id"]
+# Columns compared and written by an import update (derived and bookkeeping columns excluded).
+UPDATABLE = [c for c in COLUMNS if c not in ("uid", "client_type", "email", "project_id", "created_at",
+                                             "updated_at", "created_by_id", "password_hash")]
+
+
+# ----------------------------------------------------------------- files and jobs
+
+def import_folder():
+    folder = current_app.config["IMPORT_FOLDER"]
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return folder
+
+
+def job_path(job):
+    return os.path.join(import_folder(), job.stored_name)
+
+
+def store_upload(stream, filename, user, encoding=None, delimiter=None, dry_run=False, options=None):
+    """Save an uploaded file privately (uuid4 name, sha256) and create its ImportJob with an automatic mapping."""
+    if not (encoding or "").strip():
+        encoding = None
+    if not (delimiter or "").strip("\r\n"):
+        delimiter = None
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    limit = current_app.config["IMPORT_MAX_BYTES"]
+    stored = uuid.uuid4().hex
+    path = os.path.join(import_folder(), stored)
+    digest, size, head = hashlib.sha256(), 0, b""
+    try:
+        with open(path, "wb") as out:
+            while True:
+                block = stream.read(1024 * 1024)
+                if not block:
+                    break
+                if len(head) < 8192:
+                    head += block[:8192]
+                size += len(block)
+                if size > limit:
+                    raise ValidationFailed({"file": [_l("The file is larger than %(mb)d MB.", mb=limit // 2 ** 20)]})
+                digest.update(block)
+                out.write(block)
+        if size == 0:
+            raise ValidationFailed({"file": [_l("The file is empty.")]})
+        fmt = parsing.file_format(filename, head)
+        if fmt == "csv":
+            encoding, delimiter = parsing.sniff_csv(path, encoding, delimiter)
+        else:
+            encoding = delimiter = None
+        headers, _ = parsing.read_head(path, fmt, encoding, delimiter, rows=1)
+    except parsing.FileRejected as exc:
+        _remove(path)
+        raise ValidationFailed({"file": [str(exc)]})
+    except ValidationFailed:
+        _remove(path)
+        raise
+    opts = dict(options or {})
+    job = ImportJob(user_id=user.id, original_name=os.path.basename(filename or "upload")[:255], stored_name=stored,
+                    file_sha256=digest.hexdigest(), file_size=size, file_format=fmt, encoding=encoding,
+                    delimiter=delimiter, headers=headers, mapping=F.auto_mapping(headers), options=opts,
+                    dry_run=bool(dry_run), status="uploaded")
+    db.session.add(job)
+    db.session.commit()
+    return job
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def jobs_query(user):
+    """The import jobs a user may see: their own (administrators: all)."""
+    q = select(ImportJob).order_by(ImportJob.id.desc())
+    if not org.is_admin(user):
+        q = q.where(ImportJob.user_id == getattr(user, "id", None))
+    return q
+
+
+def get_job(user, job_id):
+    try:
+        job_id = int(job_id)
+    except (TypeError, ValueError):
+        raise NotFound(_l("Import not found."))
+    job = db.session.scalars(jobs_query(user).where(ImportJob.id == job_id)).first()
+    if job is None:
+        raise NotFound(_l("Import not found."))
+    return job
+
+
+def preview(job, rows=10):
+    """(headers, first rows) read with the job's current encoding and delimiter."""
+    try:
+        return parsing.read_head(job_path(job), job.file_format, job.encoding, job.delimiter, rows=rows)
+    except parsing.FileRejected as exc:
+        raise ValidationFailed({"file": [str(exc)]})
+
+
+def configure(job, user, mapping=None, encoding=None, delimiter=None, dry_run=None, options=None):
+    """Change mapping / encoding / delimiter / options before the job starts."""
+    if job.status not in ("uploaded",):
+        raise ValidationFailed({"job": [_l("This import has already started.")]})
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    if job.file_format == "csv" and (encoding or delimiter):
+        try:
+            enc, delim = parsing.sniff_csv(job_path(job), encoding or job.encoding, delimiter or job.delimiter)
+            headers, _ = parsing.read_head(job_path(job), "csv", enc, delim, rows=1)
+        except parsing.FileRejected as exc:
+            raise ValidationFailed({"file": [str(exc)]})
+        if (enc, delim) != (job.encoding, job.delimiter):
+            job.encoding, job.delimiter, job.headers = enc, delim, headers
+            if mapping is None:
+                job.mapping = F.auto_mapping(headers)
+    if mapping is not None:
+        job.mapping = check_mapping(mapping, len(job.headers or []))
+    if dry_run is not None:
+        job.dry_run = bool(dry_run)
+    if options:
+        opts = dict(job.options or {})
+        opts.update(options)
+        job.options = opts
+    db.session.commit()
+    return job
+
+
+def check_mapping(mapping, width):
+    from ..clients.models import CustomField
+    custom = set(db.session.scalars(select(CustomField.key).where(CustomField.active.is_(True))))
+    clean, used, errors = {}, set(), []
+    for index, key in (mapping or {}).items():
+        try:
+            i = int(index)
+        except (TypeError, ValueError):
+            continue
+        key = (key or "").strip()
+        if i < 0 or i >= width or not key:
+            continue
+        if not F.valid_target(key, custom):
+            errors.append(_l("Unknown field: %(key)s.", key=key))
+            continue
+        if key in used:
+            errors.append(_l("The field %(key)s is mapped twice.", key=key))
+            continue
+        used.add(key)
+        clean[str(i)] = key
+    if not used & {"email", "id"}:
+        errors.append(_l("Map a column to E-mail (or ID) so rows can be matched."))
+    if errors:
+        raise ValidationFailed({"mapping": errors})
+    return clean
+
+
+def start(job, user):
+    """Queue the import (RQ when REDIS_URL is set, inline otherwise); returns the job."""
+    from . import jobs
+    if job.status != "uploaded":
+        return job
+    job.mapping = check_mapping(job.mapping, len(job.headers or []))
+    job.status = "queued"
+    db.session.commit()
+    jobs.enqueue_import(job.id)
+    db.session.expire_all()
+    return db.session.get(ImportJob, job.id)
+
+
+def request_cancel(job):
+    if not job.finished:
+        job.cancel_requested = True
+        db.session.commit()
+    return job
+
+
+# ----------------------------------------------------------------- value forms (CL-IO-1)
+
+def _n(text):
+    return " ".join(str(text).split()).casefold()
+
+
+def _labels_index(labels):
+    """key -> key, plus every language's label -> key, for a dict of lazily translated labels."""
+    out = {}
+    for key, lazy in labels.items():
+        out[_n(key)] = key
+        for variant in F._label_variants(lazy):
+            out.setdefault(_n(variant), key)
+    return out
+
+
+class ValueForms:
+    """Resolves the accepted value forms of one file's cells to client service values."""
+
+    def __init__(self, lookup, default_project_id):
+        self.lookup = lookup
+        self.default_project_id = default_project_id
+        self.projects = {}
+        for p in lookup.projects.values():
+            for form in (str(p.id), p.name, p.key):
+                self.projects.setdefault(_n(form), p.id)
+        self.desks = {}
+        for d in lookup.desks.values():
+            bucket = self.desks.setdefault(d.project_id, {})
+            for form in (str(d.id), d.name, d.label):
+                if form:
+                    bucket.setdefault(_n(form), d.id)
+        self.statuses = {}
+        for s in lookup.refs[ClientStatus].values():
+            for form in [str(s.id), s.label, *(s.label_translations or {}).values()]:
+                if form:
+                    self.statuses.setdefault(_n(form), s.id)
+        self.staff = {}
+        for u in db.session.execute(select(User.id, User.username, User.email, User.first_name, User.last_name)):
+            for form in {str(u.id), u.username, u.email, f"{u.first_name} {u.last_name}"}:
+                if form:
+                    self.staff.setdefault(_n(form), set()).add(u.id)
+        self.types = _labels_index(forms.CLIENT_TYPE_LABELS)
+        self.states = _labels_index(forms.STATE_LABELS)
+        self.genders = _labels_index(forms.GENDER_LABELS)
+        self.countries = {}
+
+    def choice(self, index, raw, message):
+        key = index.get(_n(raw))
+        if key is None:
+            raise ValueError(message)
+        return key
+
+    def project(self, raw):
+        pid = self.projects.get(_n(raw))
+        if pid is None:
+            raise ValueError(_l("Unknown project: %(value)s.", value=raw[:100]))
+        return pid
+
+    def desk(self, raw, project_id):
+        did = self.desks.get(project_id, {}).get(_n(raw))
+        if did is None:
+            raise ValueError(_l("No desk %(value)s in the client's project.", value=raw[:100]))
+        return did
+
+    def manager(self, raw):
+        ids = self.staff.get(_n(raw), set())
+        if not ids:
+            raise ValueError(_l("Unknown staff user: %(value)s.", value=raw[:100]))
+        if len(ids) > 1:
+            raise ValueError(_l("Several staff users match %(value)s; use the e-mail or id.", value=raw[:100]))
+        return next(iter(ids))
+
+    def status(self, raw):
+        sid = self.statuses.get(_n(raw))
+        if sid is None:
+            raise ValueError(_l("Unknown status: %(value)s.", value=raw[:100]))
+        return sid
+
+    def country(self, raw):
+        key = raw.strip().casefold()
+        if key not in self.countries:
+            try:
+                self.countries[key] = (v.normalize_country(raw), None)
+            except ValueError as exc:
+                self.countries[key] = (None, exc)
+        code, exc = self.countries[key]
+        if exc is not None:
+            raise exc
+        return code
+
+
+def parse_created(raw):
+    text = raw.strip()
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+    except ValueError:
+        pass
+    day = v.parse_date(text)
+    return dt.datetime(day.year, day.month, day.day)
+
+
+class Row:
+    """One data row of the file, mapped: service data plus what the import itself handles."""
+
+    __slots__ = ("line", "cells", "data", "errors", "ident", "email_key", "created_at", "problem", "desk")
+
+    def __init__(self, line, cells, problem=None):
+        self.line, self.cells, self.problem = line, cells, problem
+        self.data, self.errors, self.ident, self.email_key, self.created_at = {}, {}, None, None, None
+        self.desk = None
+
+
+def map_row(row, mapping, forms_):
+    """Fill row.data (client service keys) from the cells; value-form errors go to row.errors."""
+    cells = row.cells
+    data, errors = row.data, row.errors
+    raw = {}
+    for index, key in mapping:
+        value = cells[index].strip() if index < len(cells) else ""
+        if value[:1] == "'":
+            value = unneutralise(value)  # an exported cell: the apostrophe only guarded a formula trigger
+        if value != "":
+            raw[key] = value
+    for key, value in raw.items():
+        try:
+            if key == "id":
+                if not value.isdigit():
+                    raise ValueError(_l("The id must be a whole number."))
+                row.ident = int(value)
+            elif key == "email":
+                data["email"] = value
+                row.email_key = value.casefold()
+            elif key == "type":
+                data["client_type"] = forms_.choice(forms_.types, value, _l("Choose Personal or Business."))
+            elif key == "state":
+                data["state"] = forms_.choice(forms_.states, value, _l("Choose Active, Deactivated or Suspended."))
+            elif key == "gender":
+                data["gender"] = forms_.choice(forms_.genders, value, _l("Choose Male, Female or Other."))
+            elif key == "status":
+                data["status_id"] = forms_.status(value)
+            elif key == "project":
+                data["project_id"] = forms_.project(value)
+            elif key == "desk":
+                row.desk = value  # resolved once the row's project is known (resolve_desk)
+            elif key == "manager":
+                data["manager_id"] = forms_.manager(value)
+            elif key == "billing.country":
+                data["country"] = forms_.country(value)
+            elif key == "nationality":
+                data["nationality"] = forms_.country(value)
+            elif key == "created":
+                row.created_at = parse_created(value)
+            elif key.startswith(F.CUSTOM_PREFIX):
+                data.setdefault("custom_fields", {})[key[len(F.CUSTOM_PREFIX):]] = value
+            elif key.startswith(F.META_PREFIX):
+                data.setdefault("meta", {})[key[len(F.META_PREFIX):]] = value
+            else:
+                data[F.FIELDS[key]] = value
+        except ValueError as exc:
+            errors[key] = str(exc)
+    return row
+
+
+def resolve_desk(row, forms_, project_id):
+    if row.desk is not None:
+        try:
+            row.data["desk_id"] = forms_.desk(row.desk, project_id)
+        except ValueError as exc:
+            row.errors["desk"] = str(exc)
+
+
+# ----------------------------------------------------------------- identity: the one place
+
+def duplicate_decision(row, by_id, by_email, pending, seen_before):
+    """Decide what a row does: ("create" | "update" | "reject", target, notice).
+
+    This is the single place where an import row's identity and duplicate policy are
+    decided; the duplicates module (CL-DUP) will replace this policy. Until then an
+    existing id or e-mail means update, and a key repeated inside the file makes the
+    later row update the earlier one (reported as a notice).
+    """
+    if row.ident is not None:
+        target = by_id.get(row.ident)
+        if target is None:
+            return "reject", None, _l("Client not found.")
+        return "update", target, None
+    if not row.email_key:
+        return "reject", None, _l("E-mail is required.")
+    earlier = pending.get(row.email_key)
+    if earlier is not None:
+        return "update", earlier, _l("The e-mail repeats line %(line)d of this file; the later row updates the "
+                                     "earlier one.", line=earlier._line)
+    target = by_email.get(row.email_key)
+    if seen_before:
+        return "update", target, _l("The e-mail repeats an earlier row of this file; the later row updates the "
+                                    "earlier one.")
+    if target is not None:
+        return "update", target, None
+    return "create", None, None
+
+
+# ----------------------------------------------------------------- the run
+
+def _record(values, line=None, new=False, tags=None):
+    rec = types.SimpleNamespace(**values)
+    rec._line = line
+    rec._new = new
+    rec._tags = list(tags or [])
+    rec._orig = None if new else dict(values)
+    rec._orig_tags = list(tags or [])
+    return rec
+
+
+def _values(rec):
+    return {c: getattr(rec, c) for c in COLUMNS}
+
+
+def _reason(errors):
+    parts = []
+    for key, messages in errors.items():
+        if isinstance(messages, (list, tuple)):
+            messages = "; ".join(str(m) for m in messages)
+        name = key
+        if key.startswith("cf_"):
+            name = F.CUSTOM_PREFIX + key[3:]
+        else:
+            name = F.SERVICE_TO_FIELD.get(key, key)
+        parts.append(f"{name}: {messages}")
+    return " | ".join(parts)
+
+
+class ImportRun:
+    """The state of one run of one job (lives inside the worker for the duration of run_import)."""
+
+    def __init__(self, job, user):
+        self.job_id = job.id
+        self.user = user
+        self.dry_run = job.dry_run
+        self.chunk_size = int(current_app.config["IMPORT_CHUNK_SIZE"])
+        self.max_reported = int(current_app.config["IMPORT_MAX_REPORTED_ROWS"])
+        self.reported = db.session.scalar(select(func.count(ImportRowError.id))
+                                          .where(ImportRowError.job_id == job.id)) or 0
+        self.lookup = client_services.PrefetchedClientLookup(user)
+        self.mapping = sorted(((int(i), k) for i, k in (job.mapping or {}).items() if k), key=lambda x: x[0])
+        self.mapped = {k for _, k in self.mapping}
+        self.default_project_id = self._default_project(job.options or {})
+        self.forms = ValueForms(self.lookup, self.default_project_id)
+        self.default_status = client_services.default_status_id()
+        self.seen = set()  # hashes of e-mails already met in this file (this run)
+
+    def _default_project(self, options):
+        wanted = options.get("project")
+        if wanted not in (None, ""):
+            for p in self.lookup.projects.values():
+                if str(wanted).casefold() in (str(p.id), p.name.casefold(), p.key.casefold()):
+                    return p.id
+        scope = self.lookup.scope
+        ids = sorted(p.id for p in self.lookup.projects.values()
+                     if p.active and (scope.all_projects or p.id in (scope.project_ids or ())))
+        return ids[0] if ids else None
+
+    # --- one chunk -------------------------------------------------------------------
+
+    def process(self, chunk):
+        """Validate and decide every row of the chunk; returns the writes and the report."""
+        now = utcnow()
+        rows = []
+        ids, emails = set(), set()
+        for line, cells, problem in chunk:
+            row = Row(line, cells, problem)
+            rows.append(row)
+            if problem is not None:
+                continue
+            map_row(row, self.mapping, self.forms)
+            if row.ident is not None:
+                ids.add(row.ident)
+            if row.email_key:
+                emails.add(row.email_key)
+        by_id, by_email, tags_of = self._fetch_existing(ids, emails)
+        self.lookup.holders = {rec.email: rec for rec in list(by_id.values()) + list(by_email.values())}
+        pending = {}
+        creates, report = [], []
+        counts = dict(created=0, updated=0, unchanged=0, failed=0, notices=0)
+        for row in rows:
+            outcome = self._process_row(row, by_id, by_email, pending, tags_of, creates, report, now)
+            counts[outcome] += 1
+        counts["notices"] = sum(1 for r in report if r["kind"] == "notice")
+        touched = {id(rec): rec for rec in list(by_id.values()) + list(by_email.values())}
+        return creates, list(touched.values()), report, counts
+
+    def _fetch_existing(self, ids, emails):
+        by_id, by_email = {}, {}
+        conds = []
+        if ids:
+            conds.append(CLIENT.c.id.in_(sorted(ids)))
+        if emails:
+            conds.append(CLIENT.c.email.in_(sorted(emails)))
+        tags_of = {}
+        if conds:
+            for r in db.session.execute(select(CLIENT).where(or_(*conds))).mappings():
+                values = {c: r[c] for c in COLUMNS}
+                values["id"] = r["id"]
+                rec = _record(values)
+                by_id[rec.id] = rec
+                by_email[rec.email] = rec
+            if by_id and "tags" in self.mapped:
+                for cid, name in db.session.execute(
+                        select(client_tag.c.client_id, Tag.name).join(Tag, Tag.id == client_tag.c.tag_id)
+                        .where(client_tag.c.client_id.in_(sorted(by_id)))):
+                    tags_of.setdefault(cid, []).append(name)
+                for cid, rec in by_id.items():
+                    rec._tags = sorted(tags_of.get(cid, []), key=str.lower)
+                    rec._orig_tags = list(rec._tags)
+        return by_id, by_email, tags_of
+
+    def _fail(self, row, report, reason, kind="error"):
+        report.append(dict(line=row.line, kind=kind, reason=str(reason), raw=row.cells or []))
+
+    def _process_row(self, row, by_id, by_email, pending, tags_of, creates, report, now):
+        if row.problem is not None:
+            self._fail(row, report, row.problem)
+            return "failed"
+        key = hash(row.email_key) if row.email_key else None
+        seen_before = key is not None and key in self.seen and row.email_key not in pending
+        seen_before = seen_before and (self.dry_run or by_email.get(row.email_key) is not None)
+        action, target, notice = duplicate_decision(row, by_id, by_email, pending, seen_before)
+        if key is not None:
+            self.seen.add(key)
+        if action == "reject":
+            self._fail(row, report, notice)
+            return "failed"
+        if action == "update" and target is None:
+            # dry run: the earlier row of this file was never written; count what would happen
+            if notice is not None:
+                self._fail(row, report, notice, "notice")
+            return "updated"
+        if action == "update" and not target._new and not self.lookup.scope.allows(target.project_id,
+                                                                                   target.desk_id):
+            self._fail(row, report, _l("Client not found.") if row.ident is not None
+                       else _l("This e-mail is already in use."))
+            return "failed"
+        project_id = target.project_id if target is not None else (row.data.get("project_id")
+                                                                   or self.default_project_id)
+        if action == "create" and "project_id" not in row.data and "project" not in row.errors:
+            row.data["project_id"] = project_id
+        resolve_desk(row, self.forms, project_id)
+        if row.errors:
+            self._fail(row, report, _reason(row.errors))
+            return "failed"
+        if action == "create":
+            return self._create(row, pending, creates, report, now)
+        return self._update(row, target, report, notice, now)
+
+    def _create(self, row, pending, creates, report, now):
+        data = row.data
+        data.setdefault("client_type", "personal")
+        try:
+            clean = client_services.validate_client_data(data, self.user, lookup=self.lookup)
+        except ValidationFailed as exc:
+            self._fail(row, report, _reason(exc.field_errors))
+            return "failed"
+        values = {c: None for c in COLUMNS}
+        values.update(client_type=clean["client_type"], email=clean["email"], project_id=clean["project_id"],
+                      state="active", custom_fields={}, meta={}, full_name="", verification_status="init",
+                      outcome="open", processed=False, rating=0, actions_exist=False,
+                      created_at=row.created_at or now, updated_at=now, created_by_id=self.user.id,
+                      status_id=self.default_status)
+        rec = _record(values, line=row.line, new=True)
+        self._apply(rec, clean, now)
+        if rec.status_id is None:
+            rec.status_id = self.default_status
+        rec.verification_status = rec.verification_status or "init"
+        pending[row.email_key] = rec
+        creates.append(rec)
+        return "created"
+
+    def _apply(self, rec, clean, now):
+        for key, value in clean.items():
+            if key in client_services.IMMUTABLE_FIELDS and not rec._new:
+                continue
+            if key == "tags":
+                rec._tags = sorted(value, key=str.lower)
+            elif key == "password":
+                continue
+            else:
+                setattr(rec, key, value)
+        rec.full_name = client_services.compose_full_name(rec)
+        client_services.apply_processed_rule(rec, now)
+
+    def _update(self, row, target, report, notice, now):
+        data = row.data
+        notices = [notice] if notice is not None else []
+        immutable = client_services.immutable_changes(target, data)
+        for key, messages in immutable.items():
+            notices.append(_l("%(field)s was not changed: %(reason)s", field=F.SERVICE_TO_FIELD.get(key, key),
+                              reason=messages[0]))
+        for key in client_services.IMMUTABLE_FIELDS:
+            data.pop(key, None)
+        if "meta" in data:
+            merged = dict(target.meta or {})
+            merged.update(data["meta"])
+            data["meta"] = merged
+        try:
+            if "state" in data and data["state"] != target.state:
+                client_services._check_state_change(target, v.check_choice(data["state"], client_services.STATES),
+                                                    self.user)
+            clean = client_services.validate_client_data(data, self.user, existing=target, lookup=self.lookup)
+        except (ValidationFailed, ValueError) as exc:
+            errors = exc.field_errors if isinstance(exc, ValidationFailed) else {"state": [str(exc)]}
+            self._fail(row, report, _reason(errors))
+            return "failed"
+        before = (_values(target), list(target._tags))
+        self._apply(target, clean, now)
+        for message in notices:
+            self._fail(row, report, message, "notice")
+        return "unchanged" if (_values(target), list(target._tags)) == before else "updated"
+
+    # --- writing ---------------------------------------------------------------------
+
+    def write(self, creates, touched, now):
+        """Bulk INSERT the new clients, bulk UPDATE the changed ones, tags and audit rows."""
+        session = db.session
+        audit_rows = []
+        tag_ids = self._tag_ids({t for rec in creates + touched for t in rec._tags}) if "tags" in self.mapped else {}
+        if creates:
+            first = client_services.allocate_uid_numbers(len(creates))
+            params = []
+            for n, rec in enumerate(creates):
+                rec.uid = client_services.format_uid(first + n, rec.client_type)
+                params.append(_values(rec))
+            # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
+            # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
+            session.execute(insert(CLIENT), params)
+            ids = {}
+            uids = [rec.uid for rec in creates]
+            for start in range(0, len(uids), 1000):
+                ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
+                                           .where(CLIENT.c.uid.in_(uids[start:start + 1000]))).all())
+            for rec in creates:
+                new_id = rec.id = ids[rec.uid]
+                values = {k: val for k, val in _values(rec).items()
+                          if val not in (None, "", {}, []) and k not in Client.__audit_exclude__
+                          and k not in Client.__audit_secret__}
+                if rec._tags:
+                    values["tags"] = ", ".join(rec._tags)
+                audit_rows.append(dict(entity="Client", entity_id=new_id, client_id=new_id, operation="create",
+                                       field="import", old=None, new=values))
+            pairs = [dict(client_id=rec.id, tag_id=tag_ids[t.lower()]) for rec in creates for t in rec._tags]
+            if pairs:
+                session.execute(insert(client_tag), pairs)
+        changed_groups = {}
+        retag = []
+        for rec in touched:
+            changes = {c: getattr(rec, c) for c in UPDATABLE if getattr(rec, c) != rec._orig[c]}
+            tags_changed = [t.lower() for t in rec._tags] != [t.lower() for t in rec._orig_tags]
+            if not changes and not tags_changed:
+                continue
+            for c, new in changes.items():
+                if c in Client.__audit_exclude__:
+                    continue
+                audit_rows.append(dict(entity="Client", entity_id=rec.id, client_id=rec.id, operation="update",
+                                       field=c, old=rec._orig[c], new=new))
+            if tags_changed:
+                retag.append(rec)
+                audit_rows.append(dict(entity="Client", entity_id=rec.id, client_id=rec.id, operation="update",
+                                       field="tags", old=", ".join(rec._orig_tags) or None,
+                                       new=", ".join(rec._tags) or None))
+            changes["updated_at"] = now
+            changed_groups.setdefault(tuple(sorted(changes)), []).append(dict(changes, _id=rec.id))
+        for cols, params in changed_groups.items():
+            stmt = (update(CLIENT).where(CLIENT.c.id == bindparam("_id"))
+                    .values({c: bindparam(c) for c in cols}).execution_options(audit_recorded=True))
+            session.execute(stmt, params)
+        if retag:
+            session.execute(delete(client_tag).where(client_tag.c.client_id.in_([r.id for r in retag])))
+            pairs = [dict(client_id=r.id, tag_id=tag_ids[t.lower()]) for r in retag for t in r._tags]
+            if pairs:
+                session.execute(insert(client_tag), pairs)
+        audit.record_rows(session, audit_rows)
+
+    def _tag_ids(self, names):
+        if not names:
+            return {}
+        lowered = {n.lower(): n for n in names}
+        found = {}
+        keys = sorted(lowered)
+        for start in range(0, len(keys), 1000):
+            for tid, name in db.session.execute(select(Tag.id, Tag.name).where(
+                    func.lower(Tag.name).in_(keys[start:start + 1000]))):
+                found[name.lower()] = tid
+        missing = [lowered[k] for k in keys if k not in found]
+        if missing:
+            for tid, name in db.session.execute(insert(Tag).returning(Tag.id, Tag.name),
+                                                [dict(name=n) for n in missing]):
+                found[name.lower()] = tid
+        return found
+
+    def save_report(self, report):
+        room = max(self.max_reported - self.reported, 0)
+        rows = [dict(job_id=self.job_id, line=r["line"], kind=r["kind"], reason=r["reason"][:2000], raw=r["raw"])
+                for r in report[:room]]
+        if rows:
+            db.session.execute(insert(ImportRowError), rows)
+            self.reported += len(rows)
+
+
+def _chunks(iterator, size, skip):
+    """Chunks of data rows after the header, skipping the first `skip` (already committed) ones."""
+    chunk, index = [], 0
+    header_seen = False
+    for item in iterator:
+        if not header_seen:
+            header_seen = True
+            continue
+        index += 1
+        if index <= skip:
+            continue
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield index, chunk
+            chunk = []
+    if chunk:
+        yield index, chunk
+
+
+def count_rows(job):
+    """Data rows in the file (for the progress bar): exact for CSV, the sheet's dimension for XLSX."""
+    path = job_path(job)
+    if job.file_format == "xlsx":
+        import openpyxl
+        with open(path, "rb") as fh:
+            wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
+            try:
+                return max((wb.worksheets[0].max_row or 1) - 1, 0)
+            finally:
+                wb.close()
+    import csv
+    n = 0
+    with open(path, encoding=job.encoding, errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=job.delimiter)
+        while True:
+            try:
+                if next(reader):
+                    n += 1
+            except StopIteration:
+                break
+            except csv.Error:
+                n += 1
+    return max(n - 1, 0)
+
+
+def _set_job(job_id, **values):
+    db.session.execute(update(ImportJob).where(ImportJob.id == job_id).values(**values))
+
+
+def run_import(job_id):
+    """Run (or resume) an import job to the end; safe to call again at any time (idempotent)."""
+    job = db.session.get(ImportJob, job_id)
+    if job is None or job.finished:
+        return None
+    user = db.session.get(User, job.user_id)
+    from ..organisation.services import staff_preference
+    pref = staff_preference(job.user_id)
+    locale = (pref.locale if pref is not None else None) or current_app.config.get("BABEL_DEFAULT_LOCALE", "en")
+    with acting_as(job.user_id, job.job_key), force_locale(locale):
+        try:
+            _run(job, user)
+        except parsing.FileRejected as exc:
+            db.session.rollback()
+            _set_job(job_id, status="failed", reason=str(exc), finished_at=utcnow())
+            db.session.commit()
+        except ConcurrentRun:
+            log.warning("import %s: another runner holds the checkpoint; this one stops", job_id)
+    db.session.expire_all()
+    return db.session.get(ImportJob, job_id)
+
+
+def _run(job, user):
+    job_id = job.id
+    if user is None or not user.active:
+        _set_job(job_id, status="failed", reason=str(_l("The importing user no longer exists or is inactive.")),
+                 finished_at=utcnow())
+        db.session.commit()
+        return
+    total = job.total_rows if job.total_rows is not None else count_rows(job)
+    _set_job(job_id, status="running", total_rows=total, started_at=job.started_at or utcnow(),
+             heartbeat_at=utcnow())
+    db.session.commit()
+    run = ImportRun(job, user)
+    run.done = job.committed_through or 0
+    path = job_path(job)
+    rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
+    for through, chunk in _chunks(rows, run.chunk_size, run.done):
+        if db.session.scalar(select(ImportJob.cancel_requested).where(ImportJob.id == job_id)):
+            _set_job(job_id, status="cancelled", finished_at=utcnow())
+            db.session.commit()
+            return
+        _commit_chunk(run, job_id, through, chunk)
+    _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
+             total_rows=func.coalesce(ImportJob.committed_through, 0))
+    db.session.commit()
+
+
+class ConcurrentRun(RuntimeError):
+    """Another runner moved this job's checkpoint: this one stops, the other finishes the file."""
+
+
+def _commit_chunk(run, job_id, through, chunk):
+    """Process, write and checkpoint one chunk in one transaction (retried once on a write race)."""
+    for attempt in (1, 2):
+        now = utcnow()
+        try:
+            creates, touched, report, counts = run.process(chunk)
+            if not run.dry_run:
+                run.write(creates, touched, now)
+            run.save_report(report)
+            # Optimistic lease: only the runner that read the current checkpoint may move it, so a
+            # second delivery of the same job (a worker thought dead) can never double-write.
+            moved = db.session.execute(update(ImportJob).where(
+                ImportJob.id == job_id, ImportJob.committed_through == run.done).values(
+                committed_through=through, heartbeat_at=now,
+                     created_count=ImportJob.created_count + counts["created"],
+                     updated_count=ImportJob.updated_count + counts["updated"],
+                     unchanged_count=ImportJob.unchanged_count + counts["unchanged"],
+                     failed_count=ImportJob.failed_count + counts["failed"],
+                     notice_count=ImportJob.notice_count + counts["notices"])).rowcount
+            if moved != 1:
+                db.session.rollback()
+                raise ConcurrentRun(job_id)
+            db.session.commit()
+            run.done = through
+            return
+        except IntegrityError:
+            # Another writer took an e-mail between our read and our insert: redo the chunk,
+            # which now sees that client and updates it instead.
+            db.session.rollback()
+            if attempt == 2:
+                raise
+            log.warning("import %s: write race in a chunk, retrying it", job_id)
+
+
+# ----------------------------------------------------------------- reports
+
+def report_rows(job):
+    """(line, kind, reason, raw) of every reported row, in file order (streamed)."""
+    q = (select(ImportRowError.line, ImportRowError.kind, ImportRowError.reason, ImportRowError.raw)
+         .where(ImportRowError.job_id == job.id).order_by(ImportRowError.line, ImportRowError.id)
+         .execution_options(yield_per=2000))
+    yield from db.session.execute(q)
+
+
+def status_payload(job):
+    total = job.total_rows
+    done = job.committed_through or 0
+    return dict(id=job.id, status=job.status, dry_run=job.dry_run, total=total, done=done,
+                percent=(100 if job.status == "done" else int(done * 100 / total) if total else 0),
+                created=job.created_count, updated=job.updated_count, unchanged=job.unchanged_count,
+                failed=job.failed_count, notices=job.notice_count, reason=job.reason,
+                finished=job.finished, file=job.original_name)
+
+
+def import_file(path, user, project=None, dry_run=False, encoding=None, delimiter=None, mapping=None):
+    """The CLI door: store the file, map it automatically (or as given) and run it now or on RQ."""
+    with open(path, "rb") as fh:
+        job = store_upload(fh, os.path.basename(path), user, encoding=encoding, delimiter=delimiter,
+                           dry_run=dry_run, options={"project": project} if project else None)
+    if mapping:
+        configure(job, user, mapping=mapping)
+    return start(job, user)
+
+
+def mapping_json(job):
+    return json.dumps(job.mapping or {}, sort_keys=True)

@@ -1,0 +1,92 @@
+"""Export (CL-IO-3): scoped rows = Total, formula neutralisation (property test), CSV/XLSX, round trip."""
+
+import csv
+import io
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+from sqlalchemy import select
+
+from tests.conftest import user
+from tests.integration.import_helpers import clients_by_email, run_import
+
+
+def _rows(resp):
+    text = resp.get_data(as_text=True).lstrip("\ufeff")
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_export_is_scoped_and_matches_the_total(app, world, web, make_client):
+    for i in range(3):
+        make_client(email=f"p1-{i}@example.org")
+    make_client(email="p2@example.org", project_id=world.p2)
+    c = web("mgr_p1")
+    r = c.get("/clients/export/")
+    assert r.status_code == 200
+    assert r.headers["Content-Disposition"].startswith('attachment; filename="clients_export_')
+    rows = _rows(r)
+    emails = {row[1] for row in rows[1:]}
+    assert emails == {f"p1-{i}@example.org" for i in range(3)}
+    from app.imports import exports
+    with app.app_context():
+        assert exports.scoped_count(user(app, "mgr_p1"), exports.ExportRequest()) == len(rows) - 1
+    # explicit ids of another project export nothing (404-like: no existence oracle)
+    p2_id = clients_by_email(app)["p2@example.org"].id
+    assert len(_rows(c.get(f"/clients/export/?ids={p2_id}"))) == 1
+    assert len(_rows(c.get("/clients/export/?q=p1-1"))) == 2
+
+
+def test_export_is_audited(app, world, web, make_client):
+    from app.core.audit import AuditLog
+    from app.extensions import db
+    make_client(email="a@example.org")
+    web("mgr_p1").get("/clients/export/?q=a@").get_data()
+    with app.app_context():
+        row = db.session.scalars(select(AuditLog).where(AuditLog.operation == "export")).one()
+        assert row.user_id == world.users["mgr_p1"] and '"rows": 1' in row.new_value and '"q": "a@"' in row.new_value
+        db.session.remove()
+
+
+def test_bom_columns_and_xlsx(app, world, web, make_client):
+    import openpyxl
+    make_client(email="a@example.org", first_name="=cmd|' /C calc'!A0")
+    c = web("admin")
+    r = c.get("/clients/export/?bom=1&columns=email&columns=firstName")
+    assert r.get_data().startswith(b"\xef\xbb\xbf")
+    assert _rows(r) == [["email", "firstName"], ["a@example.org", "'=cmd|' /C calc'!A0"]]
+    r = c.get("/clients/export/?fmt=xlsx&columns=id&columns=firstName&columns=phone")
+    assert r.status_code == 200 and ".xlsx" in r.headers["Content-Disposition"]
+    ws = openpyxl.load_workbook(io.BytesIO(r.get_data()), read_only=True).worksheets[0]
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[1][1] == "'=cmd|' /C calc'!A0" and isinstance(rows[1][0], int) and rows[1][2].startswith("'+")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.sampled_from("=+-@\t\r\n\0,;\"'aZ1 "), min_size=1, max_size=12))
+def test_neutralised_cells_never_start_with_a_trigger(value):
+    from app.imports.exports import FORMULA_TRIGGERS, neutralise, unneutralise
+    out = neutralise(value)
+    buf = io.StringIO()
+    csv.writer(buf).writerow([out, -5, 3.5])
+    parsed = next(csv.reader(io.StringIO(buf.getvalue())))
+    assert parsed[0][:1] not in FORMULA_TRIGGERS
+    assert parsed[1:] == ["-5", "3.5"]  # numbers are never prefixed
+    assert unneutralise(out) == value
+
+
+def test_round_trip_export_import_changes_nothing(app, world, web, make_client):
+    make_client(email="a@example.org", first_name="Ann", last_name="-Lee", city="Bonn", country="DE",
+                desk_id=world.d1a, manager_id=world.users["mgr_p1"], status_id=world.status_vip, tags="x, y",
+                date_of_birth="1980-01-02", description="+ plus")
+    make_client(email="b@example.org", project_id=world.p2, gender="female")
+    before = {e: _snapshot(c) for e, c in clients_by_email(app).items()}
+    data = web("admin").get("/clients/export/?bom=1").get_data()
+    p, rep = run_import(app, data)
+    assert (p["unchanged"], p["created"], p["updated"], p["failed"]) == (2, 0, 0, 0), rep
+    after = {e: _snapshot(c) for e, c in clients_by_email(app).items()}
+    assert after == before
+
+
+def _snapshot(c):
+    return (c.first_name, c.last_name, c.city, c.country, c.desk_id, c.manager_id, c.status_id,
+            sorted(t.name for t in c.tags), c.date_of_birth, c.description, c.gender, c.project_id, c.created_at,
+            c.processed)

@@ -1,0 +1,163 @@
+"""R30/R31/R33: imports on a real RQ worker and real Redis; a SIGKILLed worker loses and duplicates nothing.
+
+The worker is a separate process, so the database is a temporary SQLite *file* (the session's
+in-memory database cannot be shared with a subprocess). Skipped when TEST_REDIS_URL is unset.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs TEST_REDIS_URL (a real Redis)")
+
+N = 12_000
+CHUNK = 500
+
+
+@pytest.fixture()
+def rq_env(tmp_path):
+    db_path = tmp_path / "worker.db"
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{db_path}", REDIS_URL=REDIS_URL,
+               JOB_QUEUE=f"test-{uuid.uuid4().hex[:8]}", IMPORT_FOLDER=str(tmp_path / "imports"),
+               IMPORT_CHUNK_SIZE=str(CHUNK), JOB_RETRY_INTERVALS="0", FLASK_APP="run:app", PYTHONPATH=ROOT,
+               RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="worker-test-secret-0123456789abcdef0123")
+    from flask_migrate import upgrade
+
+    from app import create_app
+    app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=env["DATABASE_URL"], REDIS_URL=REDIS_URL,
+                     JOB_QUEUE=env["JOB_QUEUE"], IMPORT_FOLDER=env["IMPORT_FOLDER"], IMPORT_CHUNK_SIZE=CHUNK)
+    with app.app_context():
+        from app.cli import ensure_admin, sync_security
+        from app.clients.models import ClientStatus
+        from app.extensions import db
+        from app.organisation.models import Project
+        upgrade(revision="heads")
+        sync_security()
+        ensure_admin("admin", "admin@staff.test", "Passw0rd!x")
+        db.session.add_all([Project(name="Project One", key="P1"), ClientStatus(label="New", is_default=True)])
+        db.session.commit()
+        db.session.remove()
+    yield app, env
+    from app.imports.jobs import get_queue
+    with app.app_context():
+        q = get_queue()
+        for key in q.connection.scan_iter(f"*{env['JOB_QUEUE']}*"):
+            q.connection.delete(key)
+        for key in q.connection.scan_iter("rq:job:import-*"):
+            q.connection.delete(key)
+
+
+def _csv(n):
+    lines = ["email,firstName,lastName,phone,description"]
+    lines += [f"w{i:06d}@example.org,Worker,Test{i},+49151{i:08d},PIIMARKER-{i}" for i in range(n)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _worker(env):
+    return subprocess.Popen([sys.executable, "-m", "flask", "clientdesk", "worker", "--burst"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _children(pid):
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def _progress(app, job_id):
+    from app.extensions import db
+    from app.imports.models import ImportJob
+    with app.app_context():
+        job = db.session.get(ImportJob, job_id)
+        out = (job.status, job.committed_through)
+        db.session.remove()
+    return out
+
+
+def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
+    import io
+
+    from rq.registry import StartedJobRegistry
+
+    app, env = rq_env
+    from app.clients.models import Client
+    from app.core.audit import AuditLog
+    from app.extensions import db
+    from app.imports import jobs, services
+    with app.app_context():
+        admin = app.appbuilder.sm.find_user(username="admin")
+        job = services.store_upload(io.BytesIO(_csv(N)), "big.csv", admin)
+        job = services.start(job, admin)
+        job_id = job.id
+        rq_job = jobs.get_queue().fetch_job(f"import-{job_id}")
+        assert rq_job is not None and rq_job.serializer.__name__ == "JSONSerializer"
+        assert rq_job.timeout == app.config["JOB_TIMEOUT"] and rq_job.retries_left == 3
+        assert rq_job.failure_ttl == app.config["JOB_FAILURE_TTL"] and rq_job.args == [job_id]
+        db.session.remove()
+
+    worker = _worker(env)
+    seen = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status, through = _progress(app, job_id)
+        seen.append(through)
+        if through >= 2 * CHUNK:
+            break
+        time.sleep(0.05)
+    assert seen[-1] >= 2 * CHUNK and seen[-1] < N, seen[-5:]
+    # RQ's work-horse runs in its own session (setsid): kill it and its parent, mid-import.
+    for pid in _children(worker.pid):
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed_at = _progress(app, job_id)[1]
+    assert killed_at < N
+
+    with app.app_context():
+        q = jobs.get_queue()
+        # The maintenance task would find the abandoned job after its timeout; run it now.
+        StartedJobRegistry(queue=q).cleanup(timestamp=time.time() + 10 * app.config["JOB_TIMEOUT"])
+        assert q.fetch_job(f"import-{job_id}").get_status() == "queued"  # retried (retries_left > 0)
+
+    worker = _worker(env)
+    deadline = time.time() + 180
+    while time.time() < deadline and worker.poll() is None:
+        seen.append(_progress(app, job_id)[1])
+        time.sleep(0.1)
+    worker.wait(timeout=60)
+    status, through = _progress(app, job_id)
+    seen.append(through)
+    assert status == "done" and through == N
+    assert all(a <= b for a, b in zip(seen, seen[1:], strict=False)), "the checkpoint never goes back"
+
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Client.id))) == N
+        assert db.session.scalar(select(func.count(func.distinct(Client.email)))) == N
+        assert db.session.scalar(select(func.count(func.distinct(Client.uid)))) == N
+        creates = db.session.scalar(select(func.count(AuditLog.id)).where(
+            AuditLog.job_id == f"import-{job_id}", AuditLog.operation == "create"))
+        assert creates == N  # one audit record per client, none doubled by the repeated chunk
+        job = db.session.get(services.ImportJob, job_id)
+        assert job.created_count == N and job.failed_count == 0 and job.unchanged_count == 0
+        # R33: no PII in Redis (job args are ids; row data never leaves the database)
+        r = jobs.redis_connection()
+        for key in r.scan_iter("*"):
+            kind = r.type(key)
+            blob = repr(r.hgetall(key)) if kind == b"hash" else repr(r.dump(key))
+            assert "PIIMARKER" not in blob and "example.org" not in blob, key
+        db.session.remove()
