@@ -126,3 +126,9 @@ def test_quick_add_is_scoped_and_permissioned(app, world, web, make_client):
     assert viewer.status_code in (302, 403)
     with app.app_context():
         assert db.session.scalar(select(ClientAction.id)) is None
+
+
+def test_list_rows_offer_add_action_only_with_permission(app, world, web, make_client):
+    cid = make_client()
+    assert f"/client-actions/new/{cid}" in web("mgr_p1").get("/clients/list/").get_data(as_text=True)
+    assert f"/client-actions/new/{cid}" not in web("viewer_p1").get("/clients/list/").get_data(as_text=True)
