@@ -159,6 +159,10 @@ class Config:
     JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)
     JOB_RETRY_INTERVALS = [int(x) for x in os.environ.get("JOB_RETRY_INTERVALS", "10,60,300").split(",") if x]
     JOB_FAILURE_TTL = env_int("JOB_FAILURE_TTL", 24 * 3600)
+    # Prefix of RQ job ids, for several ClientDesk databases sharing one Redis.
+    JOB_ID_PREFIX = os.environ.get("JOB_ID_PREFIX", "")
+    # False: jobs go through RQ (serializer, retries) but run synchronously in the caller (tests).
+    JOB_ASYNC = env_bool("JOB_ASYNC", True)
     # Exports with more rows than this run as a background job instead of streaming in the request.
     EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 50_000)
     EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "exports"))
@@ -179,6 +183,8 @@ class TestConfig(Config):
     EXPORT_FOLDER = os.environ.get("TEST_EXPORT_FOLDER") or os.path.join(tempfile.gettempdir(),
                                                                          "clientdesk-test-exports")
     JOB_RETRY_INTERVALS = [0]
+    JOB_ASYNC = False
+    JOB_ID_PREFIX = f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
     FAB_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     WTF_CSRF_ENABLED = False
     RATELIMIT_ENABLED = False

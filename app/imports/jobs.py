@@ -57,7 +57,8 @@ def get_queue(app=None):
     from rq import Queue
     from rq.serializers import JSONSerializer
     app = app or current_app
-    return Queue(app.config["JOB_QUEUE"], connection=redis_connection(app), serializer=JSONSerializer)
+    return Queue(app.config["JOB_QUEUE"], connection=redis_connection(app), serializer=JSONSerializer,
+                 is_async=app.config.get("JOB_ASYNC", True))
 
 
 def enqueue(func, *args, job_id, on_failure=None):
@@ -137,6 +138,10 @@ def import_failed(job, connection, type, value, traceback):  # noqa: A002  (RQ's
         _mark_failed(import_job_id)
 
 
+def import_rq_id(import_job_id):
+    return f"{current_app.config.get('JOB_ID_PREFIX', '')}import-{int(import_job_id)}"
+
+
 def enqueue_import(import_job_id):
     """Queue (or, without Redis, run) the import; deterministic RQ id import-<id>."""
     if not current_app.config.get("REDIS_URL"):
@@ -144,7 +149,7 @@ def enqueue_import(import_job_id):
             return run_import_job(import_job_id)
         except Exception:
             return None
-    return enqueue(run_import_job, int(import_job_id), job_id=f"import-{int(import_job_id)}",
+    return enqueue(run_import_job, int(import_job_id), job_id=import_rq_id(import_job_id),
                    on_failure=import_failed)
 
 

@@ -27,12 +27,14 @@ def rq_env(tmp_path):
     db_path = tmp_path / "worker.db"
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{db_path}", REDIS_URL=REDIS_URL,
                JOB_QUEUE=f"test-{uuid.uuid4().hex[:8]}", IMPORT_FOLDER=str(tmp_path / "imports"),
-               IMPORT_CHUNK_SIZE=str(CHUNK), JOB_RETRY_INTERVALS="0", FLASK_APP="run:app", PYTHONPATH=ROOT,
+               IMPORT_CHUNK_SIZE=str(CHUNK), JOB_RETRY_INTERVALS="0",
+               JOB_ID_PREFIX=f"kill-{uuid.uuid4().hex[:6]}-", FLASK_APP="run:app", PYTHONPATH=ROOT,
                RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="worker-test-secret-0123456789abcdef0123")
     from flask_migrate import upgrade
 
     from app import create_app
     app = create_app("config.TestConfig", SQLALCHEMY_DATABASE_URI=env["DATABASE_URL"], REDIS_URL=REDIS_URL,
+                     JOB_ASYNC=True, JOB_ID_PREFIX=env["JOB_ID_PREFIX"],
                      JOB_QUEUE=env["JOB_QUEUE"], IMPORT_FOLDER=env["IMPORT_FOLDER"], IMPORT_CHUNK_SIZE=CHUNK)
     with app.app_context():
         from app.cli import ensure_admin, sync_security
@@ -51,7 +53,7 @@ def rq_env(tmp_path):
         q = get_queue()
         for key in q.connection.scan_iter(f"*{env['JOB_QUEUE']}*"):
             q.connection.delete(key)
-        for key in q.connection.scan_iter("rq:job:import-*"):
+        for key in q.connection.scan_iter(f"rq:job:{app.config['JOB_ID_PREFIX']}import-*"):
             q.connection.delete(key)
 
 
@@ -104,7 +106,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
         job = services.store_upload(io.BytesIO(_csv(N)), "big.csv", admin)
         job = services.start(job, admin)
         job_id = job.id
-        rq_job = jobs.get_queue().fetch_job(f"import-{job_id}")
+        rq_job = jobs.get_queue().fetch_job(jobs.import_rq_id(job_id))
         assert rq_job is not None and rq_job.serializer.__name__ == "JSONSerializer"
         assert rq_job.timeout == app.config["JOB_TIMEOUT"] and rq_job.retries_left == 3
         assert rq_job.failure_ttl == app.config["JOB_FAILURE_TTL"] and rq_job.args == [job_id]
@@ -132,7 +134,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
         q = jobs.get_queue()
         # The maintenance task would find the abandoned job after its timeout; run it now.
         StartedJobRegistry(queue=q).cleanup(timestamp=time.time() + 10 * app.config["JOB_TIMEOUT"])
-        assert q.fetch_job(f"import-{job_id}").get_status() == "queued"  # retried (retries_left > 0)
+        assert q.fetch_job(jobs.import_rq_id(job_id)).get_status() == "queued"  # retried (retries_left > 0)
 
     worker = _worker(env)
     deadline = time.time() + 180
