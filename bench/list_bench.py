@@ -31,7 +31,7 @@ def workloads(surname, ours_filter):
         "L2 search 'gmail'": ("/clients/list/?q=gmail",
                               "/clientstockview/list/?_flt_2_email=gmail"),
         "L3 project = X and status = Y": ("/clients/list/?" + ours_filter,
-                                          "/clientstockview/list/?_flt_0_project=3&_flt_0_status=2"),
+                                          "/clientstockview/list/?_flt_0_project=3&_flt_0_status=3"),
         "L4 page 2,000": ("/clients/list/?page_ClientModelView=2000",
                           "/clientstockview/list/?page_ClientStockView=2000"),
         f"L5 search surname '{surname}'": (f"/clients/list/?q={surname}",
@@ -105,7 +105,7 @@ def main():
     parser.add_argument("--url", default="postgresql+psycopg://postgres@127.0.0.1:5432/clientdesk_bench")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--surname", default="Kowalski")
-    parser.add_argument("--ours-filter", default="flt_project=3&flt_status=2",
+    parser.add_argument("--ours-filter", default="project=3&status=3",
                         help="query string of ClientDesk's project + status filter")
     parser.add_argument("--throughput-seconds", type=float, default=10.0)
     args = parser.parse_args()

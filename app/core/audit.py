@@ -15,6 +15,7 @@ from sqlalchemy import (Column, DateTime, Integer, String, Text, event, inspect,
 from sqlalchemy.orm import Session
 
 from ..extensions import db
+from . import bulk
 from .actor import current_actor
 
 SECRET_MARK = "(changed)"
@@ -183,8 +184,7 @@ def record_rows(session, records):
                  entity_id=r["entity_id"], client_id=r.get("client_id"), operation=r["operation"],
                  field=r["field"], old_value=_to_text(r.get("old")), new_value=_to_text(r.get("new")))
             for r in records]
-    session.execute(insert(AuditLog), rows)
-    return len(rows)
+    return bulk.insert_rows(session, AuditLog, rows)
 
 
 @event.listens_for(Session, "do_orm_execute")

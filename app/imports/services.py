@@ -19,13 +19,13 @@ import uuid
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
 from flask_babel import force_locale, lazy_gettext as _l
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clients import forms
 from ..clients import services as client_services
 from ..clients.models import Client, ClientStatus, Tag, client_tag
-from ..core import audit
+from ..core import audit, bulk
 from ..core import validators as v
 from ..core.actor import acting_as
 from ..core.errors import NotFound, ValidationFailed
@@ -640,6 +640,18 @@ class ImportRun:
 
     def write(self, creates, touched, now):
         """Bulk INSERT the new clients, bulk UPDATE the changed ones, tags and audit rows."""
+        dialect = db.session.get_bind().dialect
+        saved = dialect.use_insertmanyvalues_wo_returning
+        if dialect.name == "postgresql":
+            # psycopg 3 would send an executemany INSERT row by row (pipeline mode); batch it into
+            # multi-row VALUES statements as the psycopg2 dialect does by default.
+            dialect.use_insertmanyvalues_wo_returning = True
+        try:
+            self._write(creates, touched, now)
+        finally:
+            dialect.use_insertmanyvalues_wo_returning = saved
+
+    def _write(self, creates, touched, now):
         session = db.session
         audit_rows = []
         tag_ids = self._tag_ids({t for rec in creates + touched for t in rec._tags}) if "tags" in self.mapped else {}
@@ -651,24 +663,30 @@ class ImportRun:
                 params.append(_values(rec))
             # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
             # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
-            session.execute(insert(CLIENT), params)
             ids = {}
-            uids = [rec.uid for rec in creates]
-            for start in range(0, len(uids), 1000):
-                ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
-                                           .where(CLIENT.c.uid.in_(uids[start:start + 1000]))).all())
-            for rec in creates:
+            if session.get_bind().dialect.name == "postgresql":
+                # Ids from the table's own sequence, then COPY (the fastest path into PostgreSQL).
+                seq = session.execute(text("SELECT nextval(pg_get_serial_sequence('client', 'id')) "
+                                           "FROM generate_series(1, :n)"), {"n": len(creates)}).scalars().all()
+                for rec, row, new_id in zip(creates, params, seq, strict=True):
+                    row["id"] = ids[rec.uid] = new_id
+                bulk.insert_rows(session, CLIENT, params)
+            else:
+                session.execute(insert(CLIENT), params)
+                uids = [rec.uid for rec in creates]
+                for start in range(0, len(uids), 1000):
+                    ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
+                                               .where(CLIENT.c.uid.in_(uids[start:start + 1000]))).all())
+            skip = set(Client.__audit_exclude__) | set(Client.__audit_secret__) | {"id"}
+            for rec, row in zip(creates, params, strict=True):
                 new_id = rec.id = ids[rec.uid]
-                values = {k: val for k, val in _values(rec).items()
-                          if val not in (None, "", {}, []) and k not in Client.__audit_exclude__
-                          and k not in Client.__audit_secret__}
+                values = {k: val for k, val in row.items() if val not in (None, "", {}, []) and k not in skip}
                 if rec._tags:
                     values["tags"] = ", ".join(rec._tags)
                 audit_rows.append(dict(entity="Client", entity_id=new_id, client_id=new_id, operation="create",
                                        field="import", old=None, new=values))
             pairs = [dict(client_id=rec.id, tag_id=tag_ids[t.lower()]) for rec in creates for t in rec._tags]
-            if pairs:
-                session.execute(insert(client_tag), pairs)
+            bulk.insert_rows(session, client_tag, pairs)
         changed_groups = {}
         retag = []
         for rec in touched:
@@ -695,8 +713,7 @@ class ImportRun:
         if retag:
             session.execute(delete(client_tag).where(client_tag.c.client_id.in_([r.id for r in retag])))
             pairs = [dict(client_id=r.id, tag_id=tag_ids[t.lower()]) for r in retag for t in r._tags]
-            if pairs:
-                session.execute(insert(client_tag), pairs)
+            bulk.insert_rows(session, client_tag, pairs)
         audit.record_rows(session, audit_rows)
 
     def _tag_ids(self, names):
@@ -721,7 +738,7 @@ class ImportRun:
         rows = [dict(job_id=self.job_id, line=r["line"], kind=r["kind"], reason=r["reason"][:2000], raw=r["raw"])
                 for r in report[:room]]
         if rows:
-            db.session.execute(insert(ImportRowError), rows)
+            bulk.insert_rows(db.session, ImportRowError, rows)
             self.reported += len(rows)
 
 

@@ -104,3 +104,72 @@ def test_validators_are_total(text):
             fn(text)
         except ValueError:
             pass
+
+
+def _reference_email(raw):
+    """email-validator alone (the fast path in normalize_email must agree with it everywhere)."""
+    from email_validator import EmailNotValidError, validate_email
+    value = v.clean_text(raw, 254)
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+_LOCAL_ALPHABET = "abcXYZ019._%+-!#'&\u00e9 \"@"
+_DOMAIN_PARTS = ["example.com", "EXAMPLE.org", "gmail.com", "mail.ru", "localhost", "test", "a.invalid", "x.y",
+                 "-bad.com", "bad-.com", "a..b.com", "xn--bcher-kva.de", "b\u00fccher.de", "1.2.3.4", "[1.2.3.4]",
+                 "com", "a" * 64 + ".com", "a" * 63 + ".com", "sub.domain.co.uk", "under_score.com", "x.123"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=st.text(alphabet=_LOCAL_ALPHABET, min_size=0, max_size=70),
+       domain=st.one_of(st.sampled_from(_DOMAIN_PARTS), st.text(alphabet="abc-.9XZ", min_size=1, max_size=20)))
+def test_email_fast_path_agrees_with_email_validator(local, domain):
+    raw = f"{local}@{domain}"
+    if not v.clean_text(raw, None) or len(v.clean_text(raw)) > 254 or v._FORBIDDEN.search(raw):
+        return
+    expected = _reference_email(raw)
+    if expected is None:
+        with pytest.raises(ValueError):
+            v.normalize_email(raw)
+    else:
+        assert v.normalize_email(raw) == expected
+
+
+def test_email_fast_path_long_addresses_match_the_library():
+    for local_len, domain in [(64, "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + ".com"), (65, "example.com"),
+                              (60, ("a" * 60 + ".") * 3 + "com")]:
+        raw = "x" * local_len + "@" + domain
+        expected = _reference_email(raw) if len(raw) <= 254 else None
+        if expected is None:
+            with pytest.raises(ValueError):
+                v.normalize_email(raw)
+        else:
+            assert v.normalize_email(raw) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.dates(min_value=dt.date(1, 1, 1)).map(lambda d: d.strftime("%Y-%m-%d")),
+                 st.text(alphabet="0123456789-", min_size=10, max_size=10)))
+def test_iso_date_fast_path_agrees_with_strptime(text):
+    try:
+        expected = dt.datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        expected = None
+    if expected is not None:
+        assert v.parse_date(text) == expected
+    else:
+        try:
+            parsed = v.parse_date(text)
+        except ValueError:
+            return
+        # not ISO: only another accepted layout may have matched
+        assert any(_parses(text, fmt) == parsed for fmt in ("%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d", "%m/%d/%Y"))
+
+
+def _parses(text, fmt):
+    try:
+        return dt.datetime.strptime(text, fmt).date()
+    except ValueError:
+        return None
