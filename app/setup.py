@@ -174,7 +174,9 @@ def init_security_hooks(app):
             if key.startswith("_oc_"):
                 views = views or {type(v).__name__: v for v in current_app.appbuilder.baseviews}
                 view = views.get(key[4:])
-                if view is not None and value not in (getattr(view, "order_columns", None) or ()):
+                allows = getattr(view, "allows_order", None)  # a view whose sortable columns change at run time
+                if view is not None and not (allows(value) if allows else
+                                             value in (getattr(view, "order_columns", None) or ())):
                     abort(400)
             elif key.startswith(("page_", "psize_")) and not value.isdigit():
                 abort(400)

@@ -51,6 +51,10 @@ class ClientApi(ModelRestApi):
     edit_model_schema = ClientWriteSchema(partial=True)
     max_page_size = 100
 
+    def _handle_filters_args(self, rison_args):
+        # A list value (`(col:status_id,opr:cd_in,value:!(1,2))`) means "any of": FAB would AND its items.
+        return list_filters.keep_lists_whole(super()._handle_filters_args(rison_args))
+
     def pre_get(self, data):
         services.mask_pii(data.get("result") or {}, current_user())
 

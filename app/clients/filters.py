@@ -2,12 +2,14 @@
 
 One vocabulary for the list page (URL parameters, chips) and the REST list
 (`search_filters`, rison `{col, opr, value}`). Text is literal and case-insensitive;
-dates are inclusive day ranges in the user's time zone. Scope is never a filter here:
+dates are inclusive day ranges in the user's time zone; a choice filter takes several
+values (OR within the filter, AND across filters). Scope is never a filter here:
 it is a base filter of the view and the API, so no filter value can widen it.
 Passport number and date of birth are deliberately not filterable (R5).
 """
 
 import datetime as dt
+import decimal
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -15,7 +17,7 @@ from flask import g, has_request_context
 from flask_appbuilder.models.filters import BaseFilter, Filters
 from flask_appbuilder.models.sqla.filters import get_field_setup_query
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import Integer, SmallInteger, String, cast, exists, false, select
+from sqlalchemy import ARRAY, Boolean, Integer, SmallInteger, Text, bindparam, case, exists, false, func, select
 
 from ..core.filters import FilterContainsLiteral, FilterEndsWithLiteral, FilterStartsWithLiteral
 from .models import Client, client_tag
@@ -135,6 +137,28 @@ def date_range_bounds(value, tz, now=None):
     return (utc(first) if first else None, utc(last + dt.timedelta(days=1)) if last else None)
 
 
+def parse_number(text):
+    """A finite number from URL text ("1.5", "1,5"), or None."""
+    try:
+        number = decimal.Decimal(str(text).strip().replace(",", "."))
+    except (decimal.InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+# --------------------------------------------------------------------------- list values
+# FAB's Filters.apply_all hands a *list* value to a filter one element at a time (so several
+# values would be ANDed), unless the filter's arg_name is "in"/"not_in". Filters that take the
+# whole list declare `takes_list`; their list values travel as tuples, which FAB passes whole.
+
+def keep_lists_whole(filters):
+    """Turn the list values of `takes_list` filters into tuples (for Filters built by FAB, e.g. REST)."""
+    for index, (flt, value) in enumerate(zip(filters.filters, filters.values, strict=True)):
+        if isinstance(value, list) and getattr(flt, "takes_list", False):
+            filters.values[index] = tuple(value)
+    return filters
+
+
 # --------------------------------------------------------------------------- FAB filter classes
 # arg_name values are unique (FAB keeps one global arg_name -> class map): prefix "cd_".
 
@@ -143,6 +167,7 @@ class ClientInFilter(BaseFilter):
 
     name = _l("Is one of")
     arg_name = "cd_in"
+    takes_list = True
 
     def apply(self, query, value):
         query, column = get_field_setup_query(query, self.model, self.column_name)
@@ -195,6 +220,7 @@ class ClientTagsFilter(BaseFilter):
 
     name = _l("Has any of the tags")
     arg_name = "cd_tags"
+    takes_list = True
 
     def apply(self, query, value):
         ids = _typed(client_tag.c.tag_id, _values(value))
@@ -205,6 +231,82 @@ class ClientTagsFilter(BaseFilter):
         return query.filter(exists().where(client_tag.c.client_id == Client.id, client_tag.c.tag_id.in_(ids)))
 
 
+# --------------------------------------------------------------------------- custom fields
+# Values live in Client.custom_fields (JSON; JSONB on PostgreSQL) as validated by
+# clients.services: numbers as JSON numbers, dates as "YYYY-MM-DD", booleans as JSON
+# booleans, select as a string, multiselect as a list of strings. A field's type can be
+# changed later, so every expression tolerates values of another type (they just don't match).
+
+CUSTOM_RANGE_KINDS = ("number", "date")
+CUSTOM_VALUE_KINDS = ("select", "multiselect")
+CUSTOM_SORTABLE_KINDS = ("text", "number", "date", "boolean", "select")  # a list has no one value to sort by
+_ISO_DAY = "____-__-__"
+
+
+def _postgres():
+    from ..extensions import db
+    return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _json_path(key):
+    return f'$."{key}"'  # keys are [a-z][a-z0-9_]* (custom field settings)
+
+
+def custom_text(key):
+    """The stored value as text (strings unquoted)."""
+    return Client.custom_fields[key].as_string()
+
+
+def custom_number(key):
+    """The stored value as a number; NULL unless it is a JSON number (so a cast can never fail)."""
+    element = Client.custom_fields[key]
+    if _postgres():
+        is_number = func.jsonb_typeof(element) == "number"
+    else:
+        is_number = func.json_type(Client.custom_fields, _json_path(key)).in_(("integer", "real"))
+    return case((is_number, element.as_float()), else_=None)
+
+
+def custom_truth(key):
+    """'true' exactly when the stored value is JSON true."""
+    if _postgres():
+        return func.coalesce(Client.custom_fields[key].as_string(), "")
+    return func.coalesce(func.json_type(Client.custom_fields, _json_path(key)), "")
+
+
+def custom_any_of(key, values):
+    """The stored string, or any element of the stored list, is one of `values`."""
+    if _postgres():
+        return Client.custom_fields[key].op("?|", return_type=Boolean)(
+            bindparam(None, list(values), type_=ARRAY(Text)))
+    items = func.json_each(Client.custom_fields, _json_path(key)).table_valued("value")
+    return exists(select(1).select_from(items).where(items.c.value.in_(list(values))))
+
+
+def custom_sort_expression(field):
+    """What a custom-field column sorts by, or None when it doesn't sort (multiselect)."""
+    if field.field_type not in CUSTOM_SORTABLE_KINDS:
+        return None
+    if field.field_type == "number":
+        return custom_number(field.key)
+    return custom_text(field.key)
+
+
+def _custom_field(key):
+    from ..extensions import db
+    from .models import CustomField
+    return db.session.scalars(select(CustomField).where(CustomField.key == key)).first() if key else None
+
+
+def _key_and_rest(value):
+    """A custom-field filter value: "key=rest", or [key, value, value…] (takes_list filters)."""
+    if isinstance(value, (list, tuple)):
+        items = [str(v).strip() for v in value if v is not None and str(v).strip() != ""]
+        return (items[0], items[1:MAX_VALUES + 1]) if items else ("", [])
+    key, sep, rest = str(value or "").partition("=")
+    return (key.strip(), [rest.strip()]) if sep and rest.strip() else ("", [])
+
+
 class ClientCustomFieldFilter(BaseFilter):
     """`key=value` on a custom field: literal, case-insensitive contains of the stored value."""
 
@@ -212,19 +314,90 @@ class ClientCustomFieldFilter(BaseFilter):
     arg_name = "cd_cf"
 
     def apply(self, query, value):
-        values = _values(value) if not isinstance(value, str) else [value]
-        if not values:
+        key, rest = _key_and_rest(value)
+        if not key:
             return query
-        key, sep, text = values[0].partition("=")
-        key, text = key.strip(), text.strip()
-        if not sep or not key or not text:
-            return query
-        from .models import CustomField
-        from ..extensions import db
-        if db.session.scalar(select(CustomField.id).where(CustomField.key == key)) is None:
+        if _custom_field(key) is None:
             return query.filter(false())
-        stored = cast(Client.custom_fields[key], String)
-        return query.filter(stored.icontains(text, autoescape=True))
+        return query.filter(custom_text(key).icontains(rest[0], autoescape=True))
+
+
+class ClientCustomFieldRangeFilter(BaseFilter):
+    """`key=from..to` on a number or date custom field (inclusive; either side may be empty), or
+    `key=<preset>` on a date field (days of the user's time zone)."""
+
+    name = _l("Custom field in range")
+    arg_name = "cd_cf_range"
+
+    def apply(self, query, value):
+        key, rest = _key_and_rest(value)
+        if not key:
+            return query
+        field = _custom_field(key)
+        if field is None or field.field_type not in CUSTOM_RANGE_KINDS:
+            return query.filter(false())
+        text = rest[0]
+        if field.field_type == "date":
+            if text in DATE_PRESETS:
+                today = dt.datetime.now(dt.UTC).astimezone(user_timezone()).date()
+                first, last = preset_days(text, today)
+            else:
+                start, _, end = text.partition("..")
+                first, last = _parse_day(start), _parse_day(end)
+            if first is None and last is None:
+                return query.filter(false())
+            stored = custom_text(key)
+            query = query.filter(stored.like(_ISO_DAY))
+            if first is not None:
+                query = query.filter(stored >= first.isoformat())
+            if last is not None:
+                query = query.filter(stored <= last.isoformat())
+            return query
+        start, _, end = text.partition("..")
+        low, high = parse_number(start) if start.strip() else None, parse_number(end) if end.strip() else None
+        if (start.strip() and low is None) or (end.strip() and high is None) or (low is None and high is None):
+            return query.filter(false())
+        stored = custom_number(key)
+        if low is not None:
+            query = query.filter(stored >= float(low))
+        if high is not None:
+            query = query.filter(stored <= float(high))
+        return query
+
+
+class ClientCustomFieldBooleanFilter(BaseFilter):
+    """`key=yes` / `key=no` on a yes/no custom field; "no" includes clients without a value."""
+
+    name = _l("Custom field is")
+    arg_name = "cd_cf_bool"
+
+    def apply(self, query, value):
+        key, rest = _key_and_rest(value)
+        if not key:
+            return query
+        field = _custom_field(key)
+        answer = rest[0].lower()
+        if field is None or field.field_type != "boolean" or answer not in ("yes", "no"):
+            return query.filter(false())
+        truth = custom_truth(key)
+        return query.filter(truth == "true" if answer == "yes" else truth != "true")
+
+
+class ClientCustomFieldInFilter(BaseFilter):
+    """[key, value, value…] on a select / multiselect custom field: the value (or any of the
+    chosen values) is one of the given ones."""
+
+    name = _l("Custom field is one of")
+    arg_name = "cd_cf_in"
+    takes_list = True
+
+    def apply(self, query, value):
+        key, values = _key_and_rest(value)
+        if not key or not values:
+            return query
+        if _custom_field(key) is None:
+            return query.filter(false())
+        return query.filter(custom_any_of(key, values))
 
 
 TEXT_OPERATORS = {"ct": FilterContainsLiteral, "sw": FilterStartsWithLiteral, "ew": FilterEndsWithLiteral}
@@ -293,7 +466,8 @@ for _spec in FILTERS:
         if _cls not in API_SEARCH_FILTERS[_spec.column]:
             API_SEARCH_FILTERS[_spec.column].append(_cls)
 API_SEARCH_FILTERS["client_type"] = [ClientInFilter]
-API_SEARCH_FILTERS["custom_fields"] = [ClientCustomFieldFilter]
+API_SEARCH_FILTERS["custom_fields"] = [ClientCustomFieldFilter, ClientCustomFieldRangeFilter,
+                                       ClientCustomFieldBooleanFilter, ClientCustomFieldInFilter]
 API_SEARCH_COLUMNS = list(API_SEARCH_FILTERS)
 
 
@@ -308,8 +482,9 @@ class ActiveFilter:
     value: object
     params: tuple               # URL parameters the chip's × removes
     label: object = ""
-    detail: str = ""            # operator, e.g. "contains"
+    detail: str = ""            # operator, e.g. "contains"; "preset" or "range" for dates
     raw: list = field(default_factory=list)
+    kind: str = ""              # how the chip reads: the spec's kind, or values/range/date/bool/text
 
 
 def parse_filters(args, custom_fields=()):
@@ -356,13 +531,67 @@ def parse_filters(args, custom_fields=()):
                 value = f"{start.isoformat() if start else ''}..{end.isoformat() if end else ''}"
                 active.append(ActiveFilter(spec, spec.key, spec.column, ClientDateRangeFilter, value,
                                            spec.url_params(), spec.label, detail="range", raw=[value]))
+    for spec_item in active:
+        spec_item.kind = spec_item.spec.kind
     for cf in custom_fields:
-        name = f"{CUSTOM_PREFIX}{cf.key}"
-        value = first(name)[:200]
-        if value:
-            active.append(ActiveFilter(None, name, "custom_fields", ClientCustomFieldFilter, f"{cf.key}={value}",
-                                       (name,), cf.localized_label(), raw=[value]))
+        item = _custom_active_filter(cf, getlist, first)
+        if item is not None:
+            active.append(item)
     return active
+
+
+def custom_url_params(cf):
+    """URL parameters of one custom field's filter, by its type."""
+    name = f"{CUSTOM_PREFIX}{cf.key}"
+    if cf.field_type == "number":
+        return (f"{name}_from", f"{name}_to")
+    if cf.field_type == "date":
+        return (f"{name}_from", f"{name}_to", f"{name}_preset")
+    return (name,)
+
+
+def _custom_active_filter(cf, getlist, first):
+    """The active filter of one custom field: range (number, date), yes/no, any of the options, or contains."""
+    name = f"{CUSTOM_PREFIX}{cf.key}"
+    params = custom_url_params(cf)
+    label = cf.localized_label()
+    kind = cf.field_type
+    if kind == "number":
+        texts = [first(f"{name}_from"), first(f"{name}_to")]
+        low, high = (parse_number(t) if t else None for t in texts)
+        if low is None and high is None:
+            return None
+        raw = [str(n) if n is not None else "" for n in (low, high)]
+        return ActiveFilter(None, name, "custom_fields", ClientCustomFieldRangeFilter, f"{cf.key}={raw[0]}..{raw[1]}",
+                            params, label, detail="range", raw=raw, kind="range")
+    if kind == "date":
+        preset = first(f"{name}_preset")
+        if preset in DATE_PRESETS:
+            return ActiveFilter(None, name, "custom_fields", ClientCustomFieldRangeFilter, f"{cf.key}={preset}",
+                                params, label, detail="preset", raw=[preset], kind="date")
+        start, end = _parse_day(first(f"{name}_from")), _parse_day(first(f"{name}_to"))
+        if not (start or end):
+            return None
+        value = f"{start.isoformat() if start else ''}..{end.isoformat() if end else ''}"
+        return ActiveFilter(None, name, "custom_fields", ClientCustomFieldRangeFilter, f"{cf.key}={value}", params,
+                            label, detail="range", raw=[value], kind="date")
+    if kind == "boolean":
+        answer = first(name).lower()
+        if answer not in ("yes", "no"):
+            return None
+        return ActiveFilter(None, name, "custom_fields", ClientCustomFieldBooleanFilter, f"{cf.key}={answer}",
+                            params, label, raw=[answer], kind="bool")
+    if kind in CUSTOM_VALUE_KINDS:
+        values = list(dict.fromkeys(v.strip()[:200] for v in getlist(name) if v.strip()))[:MAX_VALUES]
+        if not values:
+            return None
+        return ActiveFilter(None, name, "custom_fields", ClientCustomFieldInFilter, (cf.key, *values), params,
+                            label, raw=values, kind="values")
+    value = first(name)[:200]
+    if not value:
+        return None
+    return ActiveFilter(None, name, "custom_fields", ClientCustomFieldFilter, f"{cf.key}={value}", params, label,
+                        raw=[value], kind="text")
 
 
 def client_type_tab(args):
@@ -377,7 +606,7 @@ def build_filters(datamodel, active, client_type=""):
         filters.add_filter(item.column, item.filter_class, item.value)
     if client_type:
         filters.add_filter("client_type", ClientInFilter, [client_type])
-    return filters
+    return keep_lists_whole(filters)
 
 
 def filter_params():

@@ -120,7 +120,7 @@ def desk_options(user):
 def build_client_form(user, creating, item=None):
     """A form class with the panels' fields and the active custom fields."""
     locale = str(get_locale() or "en")
-    countries = [BLANK] + country_choices(locale)
+    countries = [BLANK] + list(country_choices(locale))
     projects = db.session.scalars(org.visible_projects_query(user)).all()
     L = FIELD_LABELS
 

@@ -8,7 +8,6 @@ services (validation, processed rule) and the ORM (so the audit records each cha
 
 import datetime as dt
 import json
-import logging
 
 from flask_babel import gettext, lazy_gettext as _l
 from sqlalchemy import func, select
@@ -22,7 +21,6 @@ from . import services
 from .list_models import ClientBulkJob, ClientColumnLayout, ClientFavourite, ClientListView
 from .models import Client, STATES
 
-log = logging.getLogger(__name__)
 _NOT_FOUND = _l("Not found.")
 
 # --------------------------------------------------------------------------- columns (CL-LIST-1, -6)
@@ -48,7 +46,7 @@ COLUMNS = {
     "verification_level": (_l("Verification level"), "verification_level"),
     "verification_status": (_l("Verification status"), "verification_status"),
     "rating": (_l("Rating"), "rating"),
-    "tags": (_l("Tags"), None),
+    "tags": (_l("Tags"), "tags"),  # by the first tag name, A–Z (see order_by_special)
     "processed": (_l("Processed"), "processed"),
     "last_action_at": (_l("Last action date"), "last_action_at"),
     "future_action_at": (_l("Future action date"), "future_action_at"),
@@ -58,7 +56,10 @@ COLUMNS = {
 DEFAULT_COLUMNS = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "comments", "desk",
                    "status"]
 LOCKED_COLUMNS = ("email", "id")
-ORDER_COLUMNS = [order for _, order in COLUMNS.values() if order] + ["full_name", "created_at"]
+TAGS_ORDER = "tags"
+# What FAB's datamodel sorts by itself; tags and custom fields are ordered by order_by_special.
+ORDER_COLUMNS = [order for _, order in COLUMNS.values() if order and order != TAGS_ORDER] + ["full_name",
+                                                                                             "created_at"]
 CUSTOM_COLUMN_PREFIX = "cf_"
 MAX_COLUMNS = 60
 
@@ -71,10 +72,38 @@ def custom_field_columns():
 
 
 def available_columns():
-    """[(key, label, order column or None)] of every column a user may show, custom fields last."""
+    """[(key, label, order column or None)] of every column a user may show, custom fields last.
+
+    A custom field sorts by its stored value (order key = its column key), except a multiselect,
+    which holds a list and has no one value to sort by (order None: its header is not a link).
+    """
     out = [(key, label, order) for key, (label, order) in COLUMNS.items()]
-    out += [(key, f.localized_label(), None) for key, f in custom_field_columns().items()]
+    out += [(key, f.localized_label(), key if f.field_type in flt.CUSTOM_SORTABLE_KINDS else None)
+            for key, f in custom_field_columns().items()]
     return out
+
+
+def order_by_special(order_key, direction):
+    """ORDER BY clauses for the columns FAB can't sort, or None for any other key.
+
+    Tags sort by the client's alphabetically first tag (case-insensitive), custom fields by their
+    stored value (numbers numerically, dates as ISO text). Clients without a value come last in
+    both directions; the id breaks ties so pages never overlap.
+    """
+    from .models import Tag, client_tag
+    if order_key == TAGS_ORDER:
+        expression = (select(func.min(func.lower(Tag.name))).join(client_tag, client_tag.c.tag_id == Tag.id)
+                      .where(client_tag.c.client_id == Client.id).scalar_subquery())
+    elif order_key.startswith(CUSTOM_COLUMN_PREFIX):
+        field = custom_field_columns().get(order_key)
+        expression = flt.custom_sort_expression(field) if field is not None else None
+        if expression is None:
+            return None
+    else:
+        return None
+    if direction == "desc":
+        return [expression.desc().nulls_last(), Client.id.desc()]
+    return [expression.asc().nulls_last(), Client.id.asc()]
 
 
 def clean_columns(columns, known=None):
@@ -154,20 +183,23 @@ def filter_choices(user, source, locale="en"):
 
 def chip_text(active_filter, user, locale="en"):
     """The value part of a chip: "Acme USA", "gmail", "Last 7 days", "2024-01-01 – 2024-01-31"."""
-    spec = active_filter.spec
-    if spec is None:
-        return active_filter.raw[0]
-    if spec.kind in ("choice", "tags"):
+    spec, raw = active_filter.spec, active_filter.raw
+    kind = active_filter.kind or (spec.kind if spec is not None else "text")
+    if kind in ("choice", "tags"):
         labels = dict(filter_choices(user, spec.choices, locale))
-        return ", ".join(labels.get(v, v) for v in active_filter.raw)
-    if spec.kind == "bool":
-        return gettext("Yes") if active_filter.value == "yes" else gettext("No")
-    if spec.kind == "date":
+        return ", ".join(labels.get(v, v) for v in raw)
+    if kind == "values":
+        return ", ".join(raw)
+    if kind == "bool":
+        return gettext("Yes") if raw[0] == "yes" else gettext("No")
+    if kind == "date":
         if active_filter.detail == "preset":
-            return str(flt.DATE_PRESETS[active_filter.value])
-        start, _, end = active_filter.value.partition("..")
+            return str(flt.DATE_PRESETS[raw[0]])
+        start, _, end = raw[0].partition("..")
         return f"{start or '…'} – {end or '…'}"
-    return active_filter.value
+    if kind == "range":
+        return f"{raw[0] or '…'} – {raw[1] or '…'}"
+    return raw[0]
 
 
 def chip_label(active_filter):
@@ -374,6 +406,10 @@ BULK_OPERATIONS = {"reassign": "can_reassign", "bulk_edit": "can_bulk_edit", "re
 BULK_EDIT_FIELDS = ("affiliate_id", "source_id", "campaign_id", "country")
 RETAG_MODES = ("add", "remove", "replace")
 MAX_BULK_IDS = 1_000_000
+# Rows per list page by default (ClientModelView.page_size): a selection up to this size is changed
+# inline, in the request; a larger one ("select all N matching") runs as a background job.
+LIST_PAGE_SIZE = 25
+INLINE_BULK_MAX = LIST_PAGE_SIZE
 
 
 def _int_or_none(value):
@@ -415,25 +451,33 @@ def check_bulk_params(operation, params):
     raise NotFound(_NOT_FOUND)
 
 
-def check_same_project(user, client_ids):
-    """CL-LIST-8: reassigning is refused unless every selected (visible) client is in one project."""
-    projects = db.session.scalars(
-        select(Client.project_id).where(Client.id.in_(list(client_ids)), org.client_scope_clause(Client, user))
-        .distinct().limit(2)).all()
+_MIXED_PROJECTS = _l("Reassigning needs all selected clients to be in the same project. Narrow the selection to "
+                     "one project and try again.")
+
+
+def _one_project(projects):
     if len(projects) > 1:
-        raise ValidationFailed({"reassign": [_l(
-            "Reassigning needs all selected clients to be in the same project. Narrow the selection to one "
-            "project and try again.")]})
+        raise ValidationFailed({"reassign": [_MIXED_PROJECTS]})
     return projects[0] if projects else None
 
 
-def _apply_one(client, operation, params, actor):
-    """Change one client through the client services; returns True when anything changed."""
+def check_same_project(user, client_ids):
+    """CL-LIST-8: reassigning is refused unless every selected (visible) client is in one project."""
+    return _one_project(db.session.scalars(
+        select(Client.project_id).where(Client.id.in_(list(client_ids)), org.client_scope_clause(Client, user))
+        .distinct().limit(2)).all())
+
+
+def matching_project(user, args):
+    """The one project of the clients an "all matching" selection covers (None when it is empty)."""
+    q = matching_ids_query(user, args).order_by(None).with_entities(Client.project_id).distinct().limit(2)
+    return _one_project([project_id for (project_id,) in q])
+
+
+def _planned_change(client, operation, params):
+    """What applying the operation would write to this client, or None when nothing would change."""
     if operation == "change_state":
-        if client.state == params["state"]:
-            return False
-        services.change_state(client, params["state"], actor)
-        return True
+        return None if client.state == params["state"] else params["state"]
     if operation == "retag":
         current = [t.name for t in client.tags]
         lowered = {n.lower() for n in params["tags"]}
@@ -444,9 +488,8 @@ def _apply_one(client, operation, params, actor):
         else:
             wanted = list(params["tags"])
         if [n.lower() for n in wanted] == [n.lower() for n in current]:
-            return False
-        services.update_client(client, {"tags": wanted}, actor)
-        return True
+            return None
+        return {"tags": wanted}
     data = {}
     for key, value in params.items():
         current = getattr(client, key)
@@ -458,41 +501,82 @@ def _apply_one(client, operation, params, actor):
         # A manager who can't work on the new desk would be refused: keep them only when eligible.
         if not org.is_eligible_manager(client.manager_id, client.project_id, data["desk_id"]):
             data["manager_id"] = None
-    if not data:
-        return False
-    services.update_client(client, data, actor)  # validates, applies the processed rule, commits
-    return True
+    return data or None
+
+
+def _apply_change(client, operation, change, actor):
+    """Write a planned change through the client services (validation, processed rule, commit)."""
+    if operation == "change_state":
+        services.change_state(client, change, actor)
+    else:
+        services.update_client(client, change, actor)
+
+
+class _Progress:
+    """The job's counters kept in Python, so a rollback of one client never loses the others' counts."""
+
+    FIELDS = ("processed_count", "changed_count", "out_of_scope_count", "failed_count")
+
+    def __init__(self, job):
+        self.counts = {name: getattr(job, name) or 0 for name in self.FIELDS}
+        self.errors = json.loads(job.errors) if job.errors else []
+
+    def add(self, **deltas):
+        for name, delta in deltas.items():
+            self.counts[name] += delta
+
+    def store(self, job):
+        for name, value in self.counts.items():
+            setattr(job, name, value)
+        job.errors = json.dumps(self.errors) if self.errors else None
+
+
+BULK_BATCH = 200
+MAX_REPORTED_ERRORS = 20
+BULK_FINAL_STATES = ("done", "failed")
 
 
 def run_bulk(job, actor):
-    """Apply a bulk job to its clients, one client per transaction, recording progress on the job row."""
+    """Apply a bulk job to its clients, one client per transaction, recording progress on the job row.
+
+    Safe to run again on the same job (RQ delivers at least once): the counters are written in the
+    same commit as each client's change, so `processed_count` always says how many selected clients
+    are finished, and a second delivery resumes after them instead of applying anything twice.
+    """
+    if job.status in BULK_FINAL_STATES:
+        return job
     params = job.params or {}
     ids = list(job.client_ids or [])
     job.status = "running"
     job.total = len(ids)
     db.session.commit()
-    errors = []
-    batch = 200
-    for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
+    progress = _Progress(job)
+    for start in range(progress.counts["processed_count"], len(ids), BULK_BATCH):
+        chunk = ids[start:start + BULK_BATCH]
         visible = {c.id: c for c in db.session.scalars(
             select(Client).where(Client.id.in_(chunk), org.client_scope_clause(Client, actor)))}
         for cid in chunk:
             client = visible.get(cid)
             if client is None:
-                job.out_of_scope_count += 1
-            else:
-                try:
-                    if _apply_one(client, job.operation, params, actor):
-                        job.changed_count += 1
-                except (ValidationFailed, NotFound) as exc:
-                    db.session.rollback()
-                    job.failed_count += 1
-                    message = "; ".join(str(m) for ms in getattr(exc, "field_errors", {}).values() for m in ms)
-                    if len(errors) < 20:
-                        errors.append(f"{client.uid}: {message or exc.message}")
-            job.processed_count += 1
-        job.errors = json.dumps(errors) if errors else None
+                progress.add(processed_count=1, out_of_scope_count=1)
+                continue
+            change = _planned_change(client, job.operation, params)
+            if change is None:
+                progress.add(processed_count=1)
+                continue
+            progress.add(processed_count=1, changed_count=1)
+            progress.store(job)  # committed together with the client's change
+            try:
+                _apply_change(client, job.operation, change, actor)
+            except (ValidationFailed, NotFound) as exc:
+                db.session.rollback()
+                progress.add(changed_count=-1, failed_count=1)
+                message = "; ".join(str(m) for ms in getattr(exc, "field_errors", {}).values() for m in ms)
+                if len(progress.errors) < MAX_REPORTED_ERRORS:
+                    progress.errors.append(f"{client.uid}: {message or exc.message}")
+                progress.store(job)
+                db.session.commit()
+        progress.store(job)
         db.session.commit()
     job.status = "done"
     job.finished_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -501,7 +585,8 @@ def run_bulk(job, actor):
 
 
 def start_bulk(actor, operation, params, client_ids):
-    """Check permission and parameters, record a job row, and run it (see `enqueue_bulk`)."""
+    """Check permission and parameters, record a job row, and run it: inline for up to one list
+    page of clients, as a background job (RQ when REDIS_URL is set) for more."""
     permission = BULK_OPERATIONS.get(operation)
     if permission is None:
         raise NotFound(_NOT_FOUND)
@@ -528,9 +613,46 @@ def start_bulk(actor, operation, params, client_ids):
                         total=len(ids), processed_count=0, changed_count=0, out_of_scope_count=0, failed_count=0)
     db.session.add(job)
     db.session.commit()
-    enqueue_bulk(job.id)
-    db.session.refresh(job)
-    return job
+    job_id = job.id
+    from . import jobs  # the job module imports this one
+    jobs.start_bulk_job(job_id, len(ids))
+    return db.session.get(ClientBulkJob, job_id, populate_existing=True)
+
+
+def reassign_options(actor, project_id):
+    """Desks and eligible managers the Reassign dialog may offer for clients of `project_id`.
+
+    The same rules `_check_reassign_targets` enforces (desk in the project and the scope,
+    organisation.services manager eligibility), so the dialog never offers what would be refused.
+    """
+    from ..organisation.models import Desk, Project
+    scope = org.scope_for(actor)
+    project = db.session.get(Project, project_id) if project_id is not None else None
+    if project is None or not (scope.all_projects or project.id in (scope.project_ids or ())):
+        raise NotFound(_NOT_FOUND)
+
+    def people(desk_id=None):
+        return [{"id": u.id, "name": f"{u.first_name} {u.last_name}".strip()}
+                for u in db.session.scalars(org.eligible_managers_query(project.id, desk_id))]
+
+    desks = [d for d in db.session.scalars(select(Desk).where(Desk.project_id == project.id, Desk.active.is_(True))
+                                           .order_by(Desk.name))
+             if scope.allows(project.id, d.id)]
+    return {"project": {"id": project.id, "name": project.name},
+            "desks": [{"id": d.id, "name": str(d)} for d in desks],
+            "managers": people(),
+            "desk_managers": {str(d.id): [p["id"] for p in people(d.id)] for d in desks}}
+
+
+def selection_project(actor, client_ids):
+    """The one project of the visible selected clients (None when none is visible)."""
+    ids = []
+    for raw in client_ids:
+        try:
+            ids.append(int(raw))
+        except (TypeError, ValueError):
+            continue
+    return check_same_project(actor, ids) if ids else None
 
 
 def _check_reassign_targets(actor, project_id, clean):
@@ -555,40 +677,31 @@ def _check_reassign_targets(actor, project_id, clean):
         raise ValidationFailed(errors)
 
 
-def bulk_job_runner():
-    """The function that runs a bulk job by id: the imports job wrapper when present, else inline."""
-    try:
-        from ..imports import jobs as import_jobs  # the shared RQ wrapper, once it exists
-        enqueue = getattr(import_jobs, "enqueue", None)
-    except ImportError:
-        enqueue = None
-    return enqueue
-
-
-def enqueue_bulk(job_id):
-    enqueue = bulk_job_runner()
-    if enqueue is not None:
-        try:
-            return enqueue(run_bulk_job, job_id)
-        except Exception:  # noqa: BLE001 - fall back to running here rather than losing the job
-            log.exception("bulk job %s could not be enqueued; running inline", job_id)
-    return run_bulk_job(job_id)
-
-
-def run_bulk_job(job_id):
-    """Job entry point (ids only): loads the job and its initiating user, applies that user's scope."""
+def run_bulk_by_id(job_id):
+    """Load a bulk job and its initiating user and run it with that user's scope and audit attribution."""
     from flask import current_app
+
     from ..core import actor as actor_ctx
     job = db.session.get(ClientBulkJob, job_id)
-    if job is None or job.status == "done":
-        return None
+    if job is None or job.status in BULK_FINAL_STATES:
+        return job
     actor = current_app.appbuilder.sm.get_user_by_id(job.user_id)
     if actor is None:
         job.status = "failed"
+        job.finished_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         db.session.commit()
         return job
     with actor_ctx.acting_as(actor.id, job_id=f"bulk-{job.id}"):
         return run_bulk(job, actor)
+
+
+def fail_bulk_job(job_id):
+    """Mark an unfinished bulk job failed (no retry is left); clients changed so far keep their change."""
+    from sqlalchemy import update
+    db.session.execute(update(ClientBulkJob).where(ClientBulkJob.id == int(job_id),
+                                                   ClientBulkJob.status.in_(("queued", "running")))
+                       .values(status="failed", finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+    db.session.commit()
 
 
 def get_bulk_job(user, job_id):

@@ -5,7 +5,7 @@ Declarative FAB adapters; every write goes through clients.services.
 
 from urllib.parse import urlencode, urlsplit
 
-from flask import abort, flash, g, redirect, request, url_for
+from flask import abort, flash, g, jsonify, redirect, request, session, url_for
 from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
@@ -76,7 +76,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         "set_rating_view": "edit",
         "list_total": "list", "save_columns": "list", "create_view": "list", "change_view": "list",
         "open_view": "list", "favourite": "list", "clear_favourites": "list", "bulk_job": "list",
-        "bulk_reassign": "reassign", "bulk_edit": "bulk_edit", "bulk_retag": "bulk_edit",
+        "bulk_reassign": "reassign", "bulk_reassign_options": "reassign", "bulk_edit": "bulk_edit",
+        "bulk_retag": "bulk_edit",
         "bulk_state": "change_state",
     }
     base_filters = [["id", ScopeFilter, None], ["id", ClientSearchBoxFilter, None]]
@@ -107,7 +108,13 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     list_widget = ClientListWidget
     add_widget = ClientFormWidget
     edit_widget = ClientFormWidget
-    page_size = 25
+    page_size = list_services.LIST_PAGE_SIZE
+
+    def allows_order(self, order_column):
+        """Whether the list may sort by `order_column` (setup._validate_list_args refuses others):
+        FAB's order columns plus tags and the sortable custom fields, which change at run time."""
+        return order_column in self.order_columns or order_column in {
+            order for _, _, order in list_services.available_columns() if order}
 
     # -------------------------------------------------------------- forms
 
@@ -309,7 +316,6 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     @expose("/generate-password", methods=["GET"])
     @has_access
     def generate_password_view(self):
-        from flask import jsonify
         response = jsonify(password=generate_password())
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -378,7 +384,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             saved_view=saved_view, columns=columns, available_columns=list_services.available_columns(),
             locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
-            reassign_desks=forms.desk_options(user), reassign_managers=forms.manager_options(user),
+            bulk_jobs=_tracked_bulk_jobs(user),
             statuses=list_services.filter_choices(user, "statuses", locale), states=forms.STATE_LABELS,
             countries=list_services.filter_choices(user, "countries", locale),
         )
@@ -386,20 +392,31 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     def _page_rows(self, filters, order_column, order_direction, page, page_size, with_tags=False):
         """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
         comes from list_total, which the page loads asynchronously."""
-        from sqlalchemy.orm import selectinload
+        from sqlalchemy.orm import lazyload, selectinload
         joined = filters.get_joined_filters(self._base_filters)
-        q = db.session.query(Client)
+        # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
+        # eager joins and wide rows), then the full rows of just those ids.
+        q = db.session.query(Client).options(lazyload("*"))
+        special = list_services.order_by_special(order_column, order_direction)  # tags, custom fields
+        if special is not None:
+            q = self.datamodel.apply_all(q, joined).order_by(*special)
+        else:
+            q = self.datamodel.apply_all(q, joined, order_column, order_direction)
+        ids = [cid for (cid,) in q.with_entities(Client.id).offset(page * page_size).limit(page_size + 1)]
+        more = len(ids) > page_size
+        ids = ids[:page_size]
+        if not ids:
+            return [], more
+        full = db.session.query(Client).filter(Client.id.in_(ids))
         if with_tags:
-            q = q.options(selectinload(Client.tags))
-        q = self.datamodel.apply_all(q, joined, order_column, order_direction)
-        rows = q.offset(page * page_size).limit(page_size + 1).all()
-        return rows[:page_size], len(rows) > page_size
+            full = full.options(selectinload(Client.tags))
+        position = {cid: n for n, cid in enumerate(ids)}
+        return sorted(full.all(), key=lambda c: position[c.id]), more
 
     @expose("/list/total")
     @has_access
     def list_total(self):
         """The exact Total for the list's filters and search, per tab (same scope as the page)."""
-        from flask import jsonify
         counts = list_services.count_by_type(g.user, request.args)
         tab = list_filters.client_type_tab(request.args)
         total = counts[tab] if tab else sum(counts.values())
@@ -478,7 +495,6 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     @expose("/favourites/<int:pk>", methods=["POST"])
     @has_access
     def favourite(self, pk):
-        from flask import jsonify
         try:
             if request.form.get("op") == "remove":
                 list_services.remove_favourite(g.user, pk)
@@ -494,7 +510,6 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     @expose("/favourites/clear", methods=["POST"])
     @has_access
     def clear_favourites(self):
-        from flask import jsonify
         list_services.clear_favourites(g.user)
         if request.headers.get("X-Requested-With"):
             return jsonify(favourites=[])
@@ -521,7 +536,32 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             _flash_domain_error(exc)
             return redirect(_back_to_list())
         _flash_job(job)
+        if job.status not in list_services.BULK_FINAL_STATES:
+            # The list shows this job's progress until it ends, then its summary (_tracked_bulk_jobs).
+            session[_BULK_SESSION_KEY] = [*session.get(_BULK_SESSION_KEY, [])[-(_BULK_TRACKED - 1):], job.id]
         return redirect(_back_to_list())
+
+    @expose("/bulk/reassign/options")
+    @has_access
+    def bulk_reassign_options(self):
+        """Desks and eligible managers for the selection's project (the Reassign dialog's choices).
+
+        The selection is sent as the bulk forms send it: rowid=… or all_matching=1 with query=….
+        """
+        args = request.args
+        try:
+            if args.get("all_matching") == "1":
+                project_id = list_services.matching_project(g.user, _parse_query(args.get("query", "")))
+            else:
+                project_id = list_services.selection_project(g.user, args.getlist("rowid")[:500])
+            if project_id is None:
+                abort(404)
+            return jsonify(list_services.reassign_options(g.user, project_id))
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            db.session.rollback()
+            return jsonify(errors=[str(m) for ms in exc.field_errors.values() for m in ms] or [str(exc.message)]), 422
 
     @expose("/bulk/reassign", methods=["POST"])
     @has_access
@@ -546,7 +586,6 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     @expose("/bulk/jobs/<int:pk>")
     @has_access
     def bulk_job(self, pk):
-        from flask import jsonify
         try:
             job = list_services.get_bulk_job(g.user, pk)
         except NotFound:
@@ -555,6 +594,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
 
 
 PAGE_SIZES = (25, 50, 100)
+_BULK_SESSION_KEY = "cd_bulk_jobs"  # ids of the user's background bulk jobs the list still reports on
+_BULK_TRACKED = 5
 CHIPS_SHOWN = 4  # more active filters than this fold into "Other filters (N)"
 _KEEP_ON_NAVIGATION = ("q", "type", "view", "clear")
 
@@ -615,10 +656,14 @@ def _flash_domain_error(exc):
 
 def _flash_job(job):
     summary = list_services.bulk_job_summary(job)
-    if job.status != "done":
+    if job.status not in list_services.BULK_FINAL_STATES:
         flash(gettext("The change of %(total)s clients runs in the background (job %(id)s).",
                       total=summary["total"], id=summary["id"]), "info")
         return
+    if job.status == "failed":
+        flash(gettext("The change of %(total)s clients stopped after %(processed)s because of an internal error. "
+                      "Clients changed so far keep their changes.", total=summary["total"],
+                      processed=summary["processed"]), "danger")
     flash(gettext("%(changed)s of %(total)s selected clients were changed.", changed=summary["changed"],
                   total=summary["total"]), "success")
     if summary["out_of_scope"]:
@@ -627,6 +672,27 @@ def _flash_job(job):
     if summary["failed"]:
         flash(gettext("%(n)s clients could not be changed: %(errors)s", n=summary["failed"],
                       errors="; ".join(summary["errors"][:5])), "danger")
+
+
+def _tracked_bulk_jobs(user):
+    """The user's background bulk jobs still running (the list polls them); finished ones are
+    reported once, as flash messages, and forgotten."""
+    tracked = session.get(_BULK_SESSION_KEY)
+    if not tracked:
+        return []
+    running, keep = [], []
+    for job_id in tracked:
+        try:
+            job = list_services.get_bulk_job(user, job_id)
+        except NotFound:
+            continue
+        if job.status in list_services.BULK_FINAL_STATES:
+            _flash_job(job)
+        else:
+            running.append(job)
+            keep.append(job.id)
+    session[_BULK_SESSION_KEY] = keep
+    return running
 
 
 def _favourites_json(user):

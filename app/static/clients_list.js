@@ -101,7 +101,84 @@
   $all('.cd-bulk-open').forEach(function (btn) {
     btn.addEventListener('click', function () {
       $all('.cd-bulk-form').forEach(function (f) { f.hidden = f.id !== btn.getAttribute('data-panel'); });
+      if (btn.getAttribute('data-panel') === 'cd-bulk-reassign') { loadReassignOptions(); }
     });
+  });
+
+  // Reassign: desks and managers offered are those of the selection's project, managers narrowed
+  // to the ones eligible on the chosen desk (the server checks the same rules again on submit).
+  var reassignState = $('#cd-reassign-state'), reassignOptions = null;
+  function option(value, label) {
+    var o = document.createElement('option'); o.value = value; o.textContent = label; return o;
+  }
+  function resetSelect(sel) {
+    var keep = sel.options[0]; sel.textContent = ''; sel.appendChild(keep); sel.value = '';
+  }
+  function fillManagers() {
+    var managerSel = $('#bulk-manager'), deskSel = $('#bulk-desk');
+    var previous = managerSel.value;
+    resetSelect(managerSel);
+    if (!reassignOptions) { return; }
+    var allowed = deskSel.value ? reassignOptions.desk_managers[deskSel.value] || [] : null;
+    reassignOptions.managers.forEach(function (m) {
+      if (allowed === null || allowed.indexOf(m.id) >= 0) { managerSel.appendChild(option(m.id, m.name)); }
+    });
+    managerSel.value = previous;
+    if (managerSel.value !== previous) { managerSel.value = ''; }
+  }
+  function loadReassignOptions() {
+    if (!reassignState) { return; }
+    var deskSel = $('#bulk-desk'), managerSel = $('#bulk-manager'), submitBtn = $('#cd-reassign-submit');
+    reassignOptions = null;
+    resetSelect(deskSel); resetSelect(managerSel);
+    deskSel.disabled = managerSel.disabled = submitBtn.disabled = true;
+    reassignState.textContent = reassignState.getAttribute('data-loading');
+    var params = new URLSearchParams();
+    if (allMatching) { params.append('all_matching', '1'); params.append('query', search); }
+    else { selectedIds().forEach(function (id) { params.append('rowid', id); }); }
+    fetch(reassignState.getAttribute('data-options-url') + '?' + params.toString(),
+          { credentials: 'same-origin', headers: { 'Accept': 'application/json' } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (data) { return { ok: r.ok, data: data }; });
+      })
+      .then(function (res) {
+        if (!res.ok) {
+          reassignState.textContent = (res.data.errors || [reassignState.getAttribute('data-failed')]).join(' ');
+          return;
+        }
+        reassignOptions = res.data;
+        reassignState.textContent = reassignState.getAttribute('data-project') + ': ' + res.data.project.name;
+        res.data.desks.forEach(function (d) { deskSel.appendChild(option(d.id, d.name)); });
+        fillManagers();
+        deskSel.disabled = managerSel.disabled = submitBtn.disabled = false;
+      })
+      .catch(function () { reassignState.textContent = reassignState.getAttribute('data-failed'); });
+  }
+  if (reassignState) { $('#bulk-desk').addEventListener('change', fillManagers); }
+
+  // Background bulk jobs: poll their progress until they end, then reload (the summary is flashed).
+  $all('.cd-bulk-progress').forEach(function (box) {
+    function show(cls, value) { var el = $(cls, box); if (el) { el.textContent = value; } }
+    function poll() {
+      fetch(box.getAttribute('data-url'), { credentials: 'same-origin', headers: { 'Accept': 'application/json' } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (d) {
+          if (!d) { return; }
+          show('.cd-bp-processed', d.processed); show('.cd-bp-total', d.total); show('.cd-bp-changed', d.changed);
+          show('.cd-bp-out-of-scope', d.out_of_scope); show('.cd-bp-failed', d.failed);
+          var bar = $('.cd-bp-bar', box);
+          if (bar) { bar.max = d.total || 1; bar.value = d.processed; }
+          box.setAttribute('data-status', d.status);
+          if (d.status === 'done' || d.status === 'failed') {
+            box.classList.remove('alert-info'); box.classList.add(d.status === 'done' ? 'alert-success' : 'alert-danger');
+            setTimeout(function () { window.location.reload(); }, 1500);
+            return;
+          }
+          setTimeout(poll, 1500);
+        })
+        .catch(function () { setTimeout(poll, 5000); });
+    }
+    setTimeout(poll, 500);
   });
   $all('.cd-bulk-cancel').forEach(function (btn) {
     btn.addEventListener('click', function () { btn.closest('form').hidden = true; });

@@ -33,6 +33,24 @@ def test_apply_two_filters_then_remove_one_chip(page, live_server, world, make_c
     expect(page.locator("#cd-total")).to_have_text("2")
 
 
+def test_a_filter_takes_several_values(page, live_server, world, make_client):
+    make_client(country="DE", status_id=world.status_vip)
+    make_client(country="US")
+    make_client(country="FR")
+    login(page, live_server, "admin")
+    page.click("#cd-filters > summary")
+    page.select_option("#f-country", ["DE", "US"])
+    page.click("#cd-apply-filters")
+    expect(rows(page)).to_have_count(2)
+    assert "country=DE" in page.url and "country=US" in page.url
+    expect(page.locator(".cd-filter-chip[data-chip='Country']")).to_contain_text("Germany, United States")
+    expect(page.locator("#cd-filters")).to_have_attribute("open", "")  # stays open while filters are active
+    page.select_option("#f-status", [str(world.status_vip)])
+    page.click("#cd-apply-filters")
+    expect(rows(page)).to_have_count(1)  # AND with the other filter
+    expect(page.locator("#cd-total")).to_have_text("1")
+
+
 def test_customised_columns_persist_after_logout_and_login(page, live_server, world, make_client):
     make_client(desk_id=world.d1a, manager_id=world.users["mgr_p1"])
     login(page, live_server, "mgr_p1")
@@ -112,6 +130,13 @@ def test_select_rows_and_reassign(page, live_server, world, make_client):
     expect(page.locator("#cd-selection-bar")).to_be_visible()
     expect(page.locator("#cd-selected-count")).to_have_text("2")
     page.click(".cd-bulk-open[data-panel='cd-bulk-reassign']")
+    # the dialog offers the selection's project's desks and only managers eligible there
+    expect(page.locator("#cd-reassign-state")).to_contain_text("Project One")
+    manager_option = "#bulk-manager option[value='{}']".format
+    expect(page.locator(manager_option(world.users["agent_d1a"]))).to_have_count(1)
+    expect(page.locator(manager_option(world.users["agent_p2"]))).to_have_count(0)
+    page.select_option("#bulk-desk", str(world.d1b))
+    expect(page.locator(manager_option(world.users["agent_d1a"]))).to_have_count(0)  # works on D1a only
     page.select_option("#bulk-desk", str(world.d1a))
     page.select_option("#bulk-manager", str(world.users["mgr_p1"]))
     page.click("#cd-reassign-submit")
@@ -129,3 +154,47 @@ def test_select_rows_and_reassign(page, live_server, world, make_client):
     page.fill("#bulk-affiliate_id", "AFF-9")
     page.click("#cd-bulk-edit-submit")
     expect(page.locator(".alert")).to_contain_text("3 of 3 selected clients were changed")
+
+
+def test_a_large_bulk_change_shows_its_progress_then_the_summary(page, live_server, app, world, make_client,
+                                                                  monkeypatch):
+    import os
+    import uuid
+
+    import pytest
+    if not os.environ.get("TEST_REDIS_URL"):
+        pytest.skip("needs TEST_REDIS_URL (a real Redis)")
+    from app.clients import jobs
+    from app.clients.list_models import ClientBulkJob
+    from app.extensions import db
+    from app.imports.jobs import get_queue
+    monkeypatch.setitem(app.config, "JOB_ASYNC", True)
+    monkeypatch.setitem(app.config, "JOB_QUEUE", f"test-bulk-{uuid.uuid4().hex[:8]}")
+    for i in range(30):
+        make_client(first_name=f"Big{i}")
+    login(page, live_server, "mgr_p1")
+    expect(page.locator("#cd-total")).to_have_text("30")
+    # hold the progress polls while the "worker" runs, so the test and the server never share the database at once
+    page.route("**/clients/bulk/jobs/*", lambda route: route.abort())
+    page.locator("#cd-select-page").check()
+    page.click("#cd-select-all-matching")
+    page.click(".cd-bulk-open[data-panel='cd-bulk-state']")
+    page.select_option("#cd-bulk-state select[name='state']", "suspended")
+    page.click("#cd-bulk-state [type=submit]")
+    box = page.locator(".cd-bulk-progress")
+    expect(box).to_be_visible()
+    expect(box.locator(".cd-bp-total")).to_have_text("30")
+    expect(box.locator(".cd-bp-processed")).to_have_text("0")
+    with app.app_context():
+        jid = db.session.scalars(db.select(ClientBulkJob.id)).one()
+        jobs.run_bulk_job(jid)
+        queue = get_queue()
+        db.session.remove()
+    page.unroute("**/clients/bulk/jobs/*")
+    expect(page.locator(".alert-success").first).to_contain_text("30 of 30 selected clients were changed",
+                                                                  timeout=15_000)
+    expect(page.locator(".cd-bulk-progress")).to_have_count(0)
+    for key in queue.connection.scan_iter(f"*{app.config['JOB_QUEUE']}*"):
+        queue.connection.delete(key)
+    for key in queue.connection.scan_iter(f"rq:job:{app.config['JOB_ID_PREFIX']}bulk-*"):
+        queue.connection.delete(key)

@@ -230,7 +230,10 @@ def test_total_is_exact_and_scoped_and_the_page_runs_no_count(app, world, web, m
     assert len(row_ids(html)) == 25 and 'id="cd-next"' in html
     assert not any("count(" in s.lower() and "client" in s.lower() for s in statements)
     client_selects = [s for s in statements if re.search(r"FROM client(\s|$)", s) and "client_favourite" not in s]
-    assert len(client_selects) == 1  # one query for the rows: no per-row lookups
+    # two queries for the rows whatever the page size: the page's ids (index only), then those rows
+    # with their desk/manager/status joined; no per-row lookups
+    assert len(client_selects) == 2
+    assert "LIMIT" in client_selects[0] and "JOIN" not in client_selects[0]
     assert c.get("/clients/list/total").get_json() == {"total": 31, "counts": {"personal": 30, "business": 1,
                                                                                 "all": 31}}
     assert c.get("/clients/list/total?type=business").get_json()["total"] == 1
@@ -281,3 +284,153 @@ def test_rest_list_uses_the_same_filters(app, world, web, make_client):
     assert r.get_json()["count"] == 2  # scope holds: the P2 client is not counted
     r = c.get("/api/v1/client/?q=(filters:!((col:date_of_birth,opr:cd_date,value:today)))", headers=headers)
     assert r.status_code == 400
+
+
+# --------------------------------------------------------------------------- several values per filter
+
+def row_order(html):
+    return [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+
+
+def test_choice_filters_take_several_values(app, world, web, make_client):
+    a = make_client(status_id=world.status_vip, country="DE", tags=["hot"])
+    b = make_client(country="FR", tags=["cold"])
+    p2 = make_client(project_id=world.p2, country="DE", status_id=world.status_vip)
+    us = make_client(country="US", tags=["warm"])
+    with app.app_context():
+        tag = {t.name: t.id for t in db.session.scalars(select(Tag))}
+        db.session.remove()
+    c = web("admin")
+    assert listed(c, status=[world.status_new, world.status_vip]) == {a, b, p2, us}  # OR within a filter
+    assert listed(c, country=["DE", "FR"]) == {a, b, p2}
+    assert listed(c, country=["DE", "FR"], project=world.p1) == {a, b}  # AND across filters
+    assert listed(c, country=["DE", "FR"], status=world.status_vip) == {a, p2}
+    assert listed(c, tags=[tag["hot"], tag["warm"]]) == {a, us}
+    assert listed(c, project=[world.p1, "junk"]) == {a, b, us}  # a value that can't match adds nothing
+    assert c.get("/clients/list/total", query_string={"country": ["DE", "FR"]}).get_json()["total"] == 3
+    html = c.get("/clients/list/", query_string={"status": [world.status_new, world.status_vip], "country": "DE"}
+                 ).get_data(as_text=True)
+    assert "Status | New, VIP" in html  # one chip per filter, naming every value
+    for value in (world.status_new, world.status_vip):
+        assert re.search(rf'<option value="{value}" selected', html)
+    assert re.search(r'<select name="status" id="f-status" class="[^"]*" multiple', html)
+    remove = chips(html)["Status"]
+    assert "status=" not in remove and "country=DE" in remove
+    assert row_ids(c.get(remove).get_data(as_text=True)) == {a, p2}
+    # "all matching" bulk selections read the same filters
+    r = c.post("/clients/bulk/state", data={"all_matching": "1", "query": f"country=DE&country=FR&project={world.p1}",
+                                            "state": "suspended"}, follow_redirects=True)
+    assert "2 of 2 selected clients were changed" in r.get_data(as_text=True)
+
+
+def test_rest_list_takes_a_list_value_as_any_of(app, world, web, make_client):
+    a = make_client(country="DE", status_id=world.status_vip)
+    b = make_client(country="FR")
+    make_client(country="US")
+    make_client(project_id=world.p2, country="DE")
+    c = web()
+    headers = api_token(c, "mgr_p1")
+
+    def ids(filters):
+        r = c.get(f"/api/v1/client/?q=(filters:!({filters}))", headers=headers)
+        assert r.status_code == 200, r.data
+        return {row["id"] for row in r.get_json()["result"]}
+
+    assert ids("(col:country,opr:cd_in,value:!(DE,FR))") == {a, b}  # scope holds: not the P2 client
+    assert ids(f"(col:status_id,opr:cd_in,value:!({world.status_new},{world.status_vip}))") == {a, b} | ids(
+        "(col:country,opr:cd_in,value:US)")
+    assert ids(f"(col:country,opr:cd_in,value:!(DE,FR)),(col:status_id,opr:cd_in,value:!({world.status_vip}))") == {a}
+    assert ids("(col:country,opr:cd_in,value:'DE,FR')") == {a, b}  # the comma-separated form still works
+
+
+# --------------------------------------------------------------------------- typed custom-field filters
+
+@pytest.fixture()
+def custom_fields(app, world):
+    from app.clients.models import CustomField
+    with app.app_context():
+        db.session.add_all([
+            CustomField(key="size", label="Size", field_type="number", options=[], order=1),
+            CustomField(key="since", label="Since", field_type="date", options=[], order=2),
+            CustomField(key="vip", label="VIP client", field_type="boolean", options=[], order=3),
+            CustomField(key="lang", label="Language", field_type="select", options=["English", "Español", "Русский"],
+                        order=4),
+            CustomField(key="topics", label="Topics", field_type="multiselect", options=["forex", "crypto", "stocks"],
+                        order=5),
+            CustomField(key="note", label="Note", field_type="text", options=[], order=6),
+        ])
+        db.session.commit()
+        db.session.remove()
+
+
+def test_custom_field_filters_follow_the_field_type(app, world, web, make_client, custom_fields):
+    today = dt.datetime.now(dt.UTC).date()
+    a = make_client(custom_fields={"size": "42", "since": "2024-03-10", "vip": True, "lang": "English",
+                                   "topics": ["forex", "crypto"], "note": "Likes 50% deals"})
+    b = make_client(custom_fields={"size": "9,5", "since": "2023-12-31", "vip": False, "lang": "Español",
+                                   "topics": ["stocks"], "note": "a_b"})
+    d = make_client(custom_fields={"size": "100", "since": today.isoformat(), "lang": "Русский"})
+    empty = make_client()
+    odd = make_client()
+    # a value of another type (the field's type was changed later) neither matches nor breaks a query
+    set_fields(app, odd, custom_fields={"size": "abc", "since": "soon", "vip": "yes", "topics": "crypto-ish"})
+    c = web("admin")
+    assert listed(c, cf_size_from="10") == {a, d}  # numbers compare as numbers: 9.5 < 10 < 42 < 100
+    assert listed(c, cf_size_to="42") == {a, b}
+    assert listed(c, cf_size_from="9.5", cf_size_to="42") == {a, b}
+    assert listed(c, cf_size_from="9,5", cf_size_to="9,5") == {b}
+    assert listed(c, cf_since_from="2024-01-01", cf_since_to="2024-12-31") == {a}
+    assert listed(c, cf_since_to="2023-12-31") == {b}
+    assert listed(c, cf_since_preset="today") == {d}
+    assert listed(c, cf_vip="yes") == {a}
+    assert listed(c, cf_vip="no") == {b, d, empty, odd}  # "no" includes clients without a value
+    assert listed(c, cf_lang=["English", "Español"]) == {a, b}
+    assert listed(c, cf_lang="Русский") == {d}
+    assert listed(c, cf_topics="crypto") == {a}  # an option, not a substring ("crypto-ish" is no option)
+    assert listed(c, cf_topics=["stocks", "crypto"]) == {a, b}
+    assert listed(c, cf_note="50%") == {a} and listed(c, cf_note="_") == {b}  # text: literal contains
+    assert listed(c, cf_size_from="10", cf_vip="yes") == {a}
+    assert listed(c, cf_size_from="junk") == {a, b, d, empty, odd}  # not a number: no filter
+    html = c.get("/clients/list/", query_string={"cf_size_from": "10", "cf_since_from": "2024-01-01",
+                                                 "cf_vip": "yes", "cf_lang": ["English", "Español"]}
+                 ).get_data(as_text=True)
+    for chip in ("Size | 10 – …", "Since | 2024-01-01 – …", "VIP client | Yes", "Language | English, Español"):
+        assert chip in html, chip
+    assert 'name="cf_size_from"' in html and 'type="number"' in html
+    assert re.search(r'<select name="cf_lang" id="f-cf_lang" class="[^"]*" multiple', html)
+    size_chip = chips(html)["Size"]
+    assert "cf_size_from" not in size_chip and "cf_vip=yes" in size_chip
+    # the Total counts with the same typed filters
+    assert c.get("/clients/list/total", query_string={"cf_size_from": "10", "cf_size_to": "50"}).get_json()[
+        "total"] == 1
+
+
+# --------------------------------------------------------------------------- sorting tags and custom fields
+
+def test_tags_and_custom_field_columns_sort(app, world, web, make_client, custom_fields):
+    x = make_client(tags=["zeta", "Alpha"], custom_fields={"size": "100", "since": "2024-01-02", "lang": "Español"})
+    y = make_client(tags=["beta"], custom_fields={"size": "9.5", "since": "2023-05-01", "lang": "English"})
+    z = make_client(custom_fields={"size": "42"})
+    odd = make_client(tags=["gamma"])
+    set_fields(app, odd, custom_fields={"size": "abc"})
+    c = web("admin")
+    c.post("/clients/columns", data={"column": ["email", "id", "tags", "cf_size", "cf_since", "cf_lang", "cf_topics"],
+                                     "op": "save"})
+
+    def order(key, direction):
+        r = c.get("/clients/list/", query_string={"_oc_ClientModelView": key, "_od_ClientModelView": direction})
+        assert r.status_code == 200, (key, r.data[:300])
+        return row_order(r.get_data(as_text=True))
+
+    assert order("tags", "asc") == [x, y, odd, z]  # first tag A–Z (alpha, beta, gamma), no tags last
+    assert order("tags", "desc") == [odd, y, x, z]
+    assert order("cf_size", "asc") == [y, z, x, odd]  # numerically (9.5 < 42 < 100); no number last
+    assert order("cf_size", "desc") == [x, z, y, odd]
+    assert order("cf_since", "asc")[:2] == [y, x]
+    assert order("cf_lang", "asc")[:2] == [y, x]
+    html = c.get("/clients/list/").get_data(as_text=True)
+    assert re.search(r'class="cd-sort" data-column="cf_size"', html)
+    assert re.search(r'class="cd-unsortable" data-column="cf_topics"', html)  # a list: no sort, and it says so
+    for key in ("cf_topics", "cf_nope", "passport_number"):
+        assert c.get("/clients/list/", query_string={"_oc_ClientModelView": key,
+                                                     "_od_ClientModelView": "asc"}).status_code == 400
