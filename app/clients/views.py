@@ -369,10 +369,23 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         )
         chips = [{"label": list_services.chip_label(a), "value": list_services.chip_text(a, user, locale),
                   "remove_url": url_with(_remove=a.params, clear="1")} for a in active]
-        panel_specs = [(spec, list_services.filter_choices(user, spec.choices, locale) if spec.choices else [])
-                       for spec in list_filters.FILTERS]
+        choices = {}  # each choice list once per page (the filter bar and the bulk forms share them)
+
+        def choice(source):
+            if source not in choices:
+                choices[source] = list_services.filter_choices(user, source, locale)
+            return choices[source]
+        panel_specs = [(spec, choice(spec.choices) if spec.choices else []) for spec in list_filters.FILTERS]
         bulk = {op: user_can(user, perm) for op, perm in list_services.BULK_OPERATIONS.items()}
         can_add = user_can(user, "can_add")
+        export_url = None
+        if user_can(user, "can_export"):
+            # the list's own arguments (filters, tab, search) plus its visible columns, in order
+            export_args = [(k, v) for k, values in list_services.stored_filter_args(args).items() for v in values]
+            if args.get("q"):
+                export_args.append(("q", args.get("q")))
+            export_args += [("list_columns", c) for c in columns]
+            export_url = url_for("ClientExportView.export") + "?" + urlencode(export_args)
         return self.render_template(
             self.list_template, title=self.list_title, widgets={"list": widget}, search_text=args.get("q", ""),
             chips=chips, chips_shown=CHIPS_SHOWN, can_add=can_add, tab=tab, url_with=url_with, filter_specs=panel_specs,
@@ -384,9 +397,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             saved_view=saved_view, columns=columns, available_columns=list_services.available_columns(),
             locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
-            bulk_jobs=_tracked_bulk_jobs(user),
-            statuses=list_services.filter_choices(user, "statuses", locale), states=forms.STATE_LABELS,
-            countries=list_services.filter_choices(user, "countries", locale),
+            bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url,
+            statuses=choice("statuses"), states=forms.STATE_LABELS, countries=choice("countries"),
         )
 
     def _page_rows(self, filters, order_column, order_direction, page, page_size, with_tags=False):

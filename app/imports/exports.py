@@ -46,6 +46,31 @@ class ExportRequest:
     columns: list = field(default_factory=list)
     fmt: str = "csv"
     bom: bool = False
+    # the clients list's own arguments (filters, tab, search): exported rows = the list's Total
+    args: dict = field(default_factory=dict)
+
+
+# The list's columns (CL-LIST-6) -> the export columns that carry them (import field keys, so the
+# file re-imports); list columns with no importable counterpart (UID, dates kept by the system…)
+# are left out of a "visible columns" export.
+LIST_TO_EXPORT = {"email": ["email"], "id": ["id"], "full_name": ["firstName", "lastName", "companyName"],
+                  "phone": ["phone"], "client_type": ["type"], "country": ["billing.country"],
+                  "comments": ["description"], "desk": ["desk"], "status": ["status"], "manager": ["manager"],
+                  "project": ["project"], "state": ["state"], "created_at": ["created"], "tags": ["tags"]}
+
+
+def columns_from_list(list_columns):
+    """Export columns for the list's visible columns, in their order (custom fields included)."""
+    out = []
+    for key in list_columns or ():
+        if key.startswith("cf_"):
+            wanted = [f"custom.{key[3:]}"]
+        else:
+            wanted = LIST_TO_EXPORT.get(key, [])
+        out += [c for c in wanted if c not in out]
+    if "email" not in out:
+        out.insert(0, "email")  # the identity of a row on re-import
+    return out
 
 
 def _needs_guard(text):
@@ -87,6 +112,21 @@ def columns_for(req):
     return wanted or allowed
 
 
+def _where(q, actor, req):
+    """Scope, then the list's filters/tab/search (the same query as its Total) or the plain search."""
+    q = q.where(org.client_scope_clause(Client, actor))
+    if req.args:
+        from ..clients.list_services import matching_ids_query
+        q = q.where(Client.id.in_(matching_ids_query(actor, req.args).order_by(None).subquery().select()))
+    else:
+        search = client_services.literal_search_clause(req.q)
+        if search is not None:
+            q = q.where(search)
+    if req.ids:
+        q = q.where(Client.id.in_([int(i) for i in req.ids]))
+    return q
+
+
 def _query(actor, req):
     q = (select(Client.id, Client.email, Client.client_type, Client.first_name, Client.last_name,
                 Client.company_name, Client.phone, Client.additional_phone, Client.state, Client.created_at,
@@ -97,25 +137,13 @@ def _query(actor, req):
                 ClientStatus.label.label("status_label"))
          .select_from(Client).join(Project, Project.id == Client.project_id)
          .outerjoin(Desk, Desk.id == Client.desk_id).outerjoin(User, User.id == Client.manager_id)
-         .outerjoin(ClientStatus, ClientStatus.id == Client.status_id)
-         .where(org.client_scope_clause(Client, actor)))
-    search = client_services.literal_search_clause(req.q)
-    if search is not None:
-        q = q.where(search)
-    if req.ids:
-        q = q.where(Client.id.in_([int(i) for i in req.ids]))
-    return q
+         .outerjoin(ClientStatus, ClientStatus.id == Client.status_id))
+    return _where(q, actor, req)
 
 
 def scoped_count(actor, req):
     from sqlalchemy import func
-    q = select(func.count(Client.id)).where(org.client_scope_clause(Client, actor))
-    search = client_services.literal_search_clause(req.q)
-    if search is not None:
-        q = q.where(search)
-    if req.ids:
-        q = q.where(Client.id.in_([int(i) for i in req.ids]))
-    return db.session.scalar(q)
+    return db.session.scalar(_where(select(func.count(Client.id)), actor, req))
 
 
 def _cell(col, row, tags):
@@ -185,13 +213,24 @@ def _audit(actor, req, rows):
 
 
 def stream_csv(actor, req):
-    """Encoded CSV chunks; the export is audited once the last row is out."""
+    """Encoded CSV chunks; the export is audited once the last row is out.
+
+    On PostgreSQL the rows come straight from `COPY (SELECT …) TO STDOUT` with every cell formatted
+    and neutralised by the same rules in SQL (`_sql_cells`; a test holds both forms equal), which
+    is what lets a million rows out in seconds; elsewhere Python formats them batch by batch.
+    """
     columns = columns_for(req)
     buf = io.StringIO()
     writer = csv.writer(buf)
     if req.bom:
         buf.write("\ufeff")
     writer.writerow(columns)
+    if db.session.get_bind().dialect.name == "postgresql":
+        yield buf.getvalue().encode("utf-8")
+        n = yield from _copy_csv(actor, req, columns)
+        _last_count[0] = n
+        _audit(actor, req, n)
+        return
     n = 0
     for cells in iter_rows(actor, req, columns):
         writer.writerow(["" if c is None else c for c in cells])
@@ -202,6 +241,80 @@ def stream_csv(actor, req):
             buf.truncate()
     yield buf.getvalue().encode("utf-8")
     _audit(actor, req, n)
+
+
+# ----------------------------------------------------------------- PostgreSQL: COPY TO
+
+def _sql_guard(expr):
+    """`neutralise` in SQL: a leading apostrophe when the text (after apostrophes) starts with a trigger."""
+    from sqlalchemy import case, literal
+    triggers = "".join(sorted(t for t in FORMULA_TRIGGERS if t != "\0"))  # PostgreSQL text never holds NUL
+    pattern = "^'*[" + triggers.replace("-", "") + "-]"  # '-' last: a literal inside the brackets
+    return case((expr.op("~")(literal(pattern)), literal("'") + expr), else_=expr)
+
+
+def _sql_tags():
+    """client_id -> its tag names A–Z joined by ", " (one grouped pass, not one subquery per row)."""
+    from sqlalchemy import func, literal
+    from sqlalchemy.dialects.postgresql import aggregate_order_by
+    return (select(client_tag.c.client_id, func.string_agg(Tag.name, aggregate_order_by(literal(", "), Tag.name))
+                   .label("names"))
+            .join(Tag, Tag.id == client_tag.c.tag_id).group_by(client_tag.c.client_id).subquery("tag_names"))
+
+
+def _sql_cells(columns, tags):
+    """One SQL text expression per export column, equal to what `_cell` makes of the row."""
+    from sqlalchemy import Text, case, cast, func, literal
+    from sqlalchemy.dialects.postgresql import JSONB
+    out = []
+    for col in columns:
+        if col == "id":
+            out.append(cast(Client.id, Text))
+        elif col == "created":
+            out.append(func.to_char(Client.created_at, "YYYY-MM-DD HH24:MI:SS"))
+        elif col == "dateOfBirth":
+            out.append(func.to_char(Client.date_of_birth, "YYYY-MM-DD"))
+        elif col in _DIRECT:
+            out.append(_sql_guard(getattr(Client, _DIRECT[col])))
+        elif col == "project":
+            out.append(_sql_guard(Project.key))
+        elif col == "desk":
+            out.append(_sql_guard(Desk.name))
+        elif col == "manager":
+            out.append(_sql_guard(User.email))
+        elif col == "status":
+            out.append(_sql_guard(ClientStatus.label))
+        elif col == "tags":
+            out.append(_sql_guard(tags.c.names))
+        elif col.startswith("custom."):
+            value = cast(Client.custom_fields, JSONB).op("->")(col[7:])
+            text = cast(Client.custom_fields, JSONB).op("->>")(col[7:])
+            elements = func.jsonb_array_elements_text(value).table_valued("value")
+            joined = select(func.string_agg(elements.c.value, literal(", "))).scalar_subquery()
+            out.append(case((func.jsonb_typeof(value) == "array", _sql_guard(joined)),
+                            (func.jsonb_typeof(value) == "string", _sql_guard(text)), else_=text))
+        else:
+            out.append(cast(literal(None), Text))
+    return out
+
+
+def _copy_csv(actor, req, columns):
+    """Stream the CSV body from PostgreSQL's COPY; returns the row count (from COPY's own tally)."""
+    tags = _sql_tags()
+    stmt = (select(*_sql_cells(columns, tags)).select_from(Client).join(Project, Project.id == Client.project_id)
+            .outerjoin(Desk, Desk.id == Client.desk_id).outerjoin(User, User.id == Client.manager_id)
+            .outerjoin(ClientStatus, ClientStatus.id == Client.status_id))
+    if "tags" in columns:
+        stmt = stmt.outerjoin(tags, tags.c.client_id == Client.id)
+    stmt = _where(stmt, actor, req).order_by(Client.id)
+    compiled = stmt.compile(dialect=db.session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    connection = db.session.connection().connection.driver_connection
+    with connection.cursor() as cur:
+        with cur.copy(f"COPY ({compiled.string}) TO STDOUT WITH (FORMAT csv)", compiled.params) as copy:
+            for block in copy:
+                yield bytes(block)
+        count = cur.rowcount
+    return count
 
 
 def write_xlsx(actor, req, path):

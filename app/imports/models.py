@@ -1,8 +1,9 @@
-"""Import jobs and their per-row reports (CL-IO-2); the database, not Redis, holds the progress."""
+"""Import jobs, their per-row reports (CL-IO-2) and saved column mappings (CL-IO-1); the database,
+not Redis, holds the progress."""
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 
 from ..core.types import JSONType
 from ..extensions import db
@@ -74,3 +75,24 @@ class ImportRowError(db.Model):
     kind = Column(String(8), nullable=False, default="error")  # error / notice
     reason = Column(Text, nullable=False)
     raw = Column(JSONType, nullable=False, default=list)       # the original cells of the row
+
+
+MAPPING_NAME_MAX = 100
+
+
+class ImportMapping(db.Model):
+    """A column mapping saved under a name by one staff user, keyed by header text so it fits any column order."""
+
+    __tablename__ = "import_mapping"
+    id = Column(Integer, primary_key=True)
+    # No separate user_id index: the unique (user_id, name) constraint's index leads with it.
+    user_id = Column(Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False)
+    name = Column(String(MAPPING_NAME_MAX), nullable=False)
+    columns = Column(JSONType, nullable=False, default=dict)     # normalised header text -> field key
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    updated_at = Column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_import_mapping_user_name"),)
+
+    def __repr__(self):
+        return f"<ImportMapping {self.id} {self.name!r}>"

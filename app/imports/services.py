@@ -34,7 +34,7 @@ from ..organisation import services as org
 from . import fields as F
 from .exports import unneutralise
 from . import parsing
-from .models import ImportJob, ImportRowError, utcnow
+from .models import MAPPING_NAME_MAX, ImportJob, ImportMapping, ImportRowError, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,96 @@ def check_mapping(mapping, width):
     if errors:
         raise ValidationFailed({"mapping": errors})
     return clean
+
+
+# ----------------------------------------------------------------- saved mappings (CL-IO-1)
+# A saved mapping is keyed by the header text normalised as automatic matching does
+# (fields._norm: case, accents' composition, spaces and punctuation ignored), so it fits any
+# file with the same headers in any order. Mappings are private: another user's id is a 404.
+
+_MAPPING_NOT_FOUND = _l("Saved mapping not found.")
+
+
+def list_mappings(user):
+    """The user's own saved mappings, by name."""
+    return db.session.scalars(select(ImportMapping).where(ImportMapping.user_id == user.id)
+                              .order_by(ImportMapping.name, ImportMapping.id)).all()
+
+
+def get_mapping(user, mapping_id):
+    try:
+        mapping_id = int(mapping_id)
+    except (TypeError, ValueError):
+        raise NotFound(_MAPPING_NOT_FOUND)
+    mapping = db.session.get(ImportMapping, mapping_id) if 0 < mapping_id < 2 ** 31 else None
+    if mapping is None or mapping.user_id != user.id:
+        raise NotFound(_MAPPING_NOT_FOUND)
+    return mapping
+
+
+def _mapping_name(user, name):
+    name = " ".join((name or "").split())
+    if not name:
+        raise ValidationFailed({"name": [_l("Enter a name for the mapping.")]})
+    if len(name) > MAPPING_NAME_MAX:
+        raise ValidationFailed({"name": [_l("The name can be at most %(n)s characters.", n=MAPPING_NAME_MAX)]})
+    taken = {n.casefold() for n in db.session.scalars(select(ImportMapping.name)
+                                                      .where(ImportMapping.user_id == user.id))}
+    if name.casefold() in taken:
+        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
+    return name
+
+
+def save_mapping(user, job, name):
+    """Save the job's current mapping under a name, as {normalised header: field key}; returns the ImportMapping."""
+    name = _mapping_name(user, name)
+    headers = list(job.headers or [])
+    columns = {}
+    for index, key in sorted((job.mapping or {}).items(), key=lambda item: int(item[0])):
+        i = int(index)
+        header = F._norm(headers[i]) if 0 <= i < len(headers) else ""
+        if key and header and header not in columns:   # a repeated header keeps its first column's field
+            columns[header] = key
+    if not columns:
+        raise ValidationFailed({"mapping": [_l("Map at least one column before saving the mapping.")]})
+    mapping = ImportMapping(user_id=user.id, name=name, columns=columns)
+    db.session.add(mapping)
+    try:
+        db.session.commit()
+    except IntegrityError:   # the same name saved concurrently
+        db.session.rollback()
+        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
+    return mapping
+
+
+def delete_mapping(user, mapping_id):
+    db.session.delete(get_mapping(user, mapping_id))
+    db.session.commit()
+
+
+def apply_mapping(user, job, mapping_id):
+    """Map the job's columns from a saved mapping by header; columns it does not name are left unmapped.
+
+    Returns the headers that matched. Fields no longer importable (a deactivated custom field)
+    are skipped; the usual check (an E-mail or ID column) runs when the import starts.
+    """
+    saved = get_mapping(user, mapping_id)
+    if job.status != "uploaded":
+        raise ValidationFailed({"job": [_l("This import has already started.")]})
+    from ..clients.models import CustomField
+    custom = set(db.session.scalars(select(CustomField.key).where(CustomField.active.is_(True))))
+    mapping, used, matched = {}, set(), []
+    for i, header in enumerate(job.headers or []):
+        key = (saved.columns or {}).get(F._norm(header), "")
+        if key and key not in used and F.valid_target(key, custom):
+            used.add(key)
+            mapping[str(i)] = key
+            matched.append(header)
+        else:
+            mapping[str(i)] = ""
+    job.mapping = mapping
+    db.session.commit()
+    return matched
 
 
 def start(job, user):

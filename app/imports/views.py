@@ -54,12 +54,20 @@ def error_report_lines(job):
         yield buf.getvalue()
 
 
+def _configure_from_form(job, form):
+    """Apply the mapping screen's choices (map_<column>, encoding, delimiter, dry run) to the job."""
+    mapping = {k[4:]: v for k, v in form.items() if k.startswith("map_")}
+    services.configure(job, g.user, mapping=mapping, encoding=form.get("encoding") or None,
+                       delimiter=form.get("delimiter") or None, dry_run=form.get("dry_run") == "1")
+
+
 class ClientImportView(BaseView):
     route_base = "/clients/import"
     class_permission_name = "Clients"
     base_permissions = CLIENT_PERMISSIONS
     method_permission_name = {"index": "import", "upload": "import", "job": "import", "configure": "import",
-                              "status": "import", "report": "import", "cancel": "import"}
+                              "status": "import", "report": "import", "cancel": "import",
+                              "save_mapping": "import", "apply_mapping": "import", "delete_mapping": "import"}
     default_view = "index"
 
     @expose("/")
@@ -67,7 +75,8 @@ class ClientImportView(BaseView):
     def index(self):
         jobs = db.session.scalars(services.jobs_query(g.user).limit(20)).all()
         return self.render_template("imports/index.html", jobs=jobs, encodings=ENCODING_CHOICES,
-                                    delimiters=DELIMITER_CHOICES, title=gettext("Import clients"))
+                                    delimiters=DELIMITER_CHOICES, saved_mappings=services.list_mappings(g.user),
+                                    title=gettext("Import clients"))
 
     @expose("/upload", methods=["POST"])
     @has_access
@@ -99,6 +108,7 @@ class ClientImportView(BaseView):
         return self.render_template("imports/job.html", job=job, headers=headers or job.headers, rows=rows,
                                     choices=fields.mapping_choices(), encodings=ENCODING_CHOICES,
                                     delimiters=DELIMITER_CHOICES, status=services.status_payload(job),
+                                    saved_mappings=services.list_mappings(g.user),
                                     title=gettext("Import %(name)s", name=job.original_name))
 
     @expose("/job/<pk>/configure", methods=["POST"])
@@ -106,16 +116,53 @@ class ClientImportView(BaseView):
     def configure(self, pk):
         job = _job_or_404(pk)
         form = request.form
-        mapping = {k[4:]: v for k, v in form.items() if k.startswith("map_")}
-        delimiter = form.get("delimiter") or None
         try:
-            services.configure(job, g.user, mapping=mapping, encoding=form.get("encoding") or None,
-                               delimiter=delimiter, dry_run=form.get("dry_run") == "1")
+            _configure_from_form(job, form)
             if form.get("action") == "start":
                 services.start(job, g.user)
         except DomainError as exc:
             _flash_domain(exc)
         return redirect(url_for(".job", pk=pk))
+
+    @expose("/job/<pk>/mapping/save", methods=["POST"])
+    @has_access
+    def save_mapping(self, pk):
+        """The mapping form's "Save this mapping as…": take the screen's choices, then save them under a name."""
+        job = _job_or_404(pk)
+        try:
+            if job.status == "uploaded":
+                _configure_from_form(job, request.form)
+            saved = services.save_mapping(g.user, job, request.form.get("mapping_name"))
+            flash(gettext("Mapping “%(name)s” saved.", name=saved.name), "success")
+        except DomainError as exc:
+            _flash_domain(exc)
+        return redirect(url_for(".job", pk=pk))
+
+    @expose("/job/<pk>/mapping/apply", methods=["POST"])
+    @has_access
+    def apply_mapping(self, pk):
+        job = _job_or_404(pk)
+        try:
+            matched = services.apply_mapping(g.user, job, request.form.get("mapping_id"))
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            _flash_domain(exc)
+        else:
+            flash(gettext("Saved mapping applied: %(matched)d of %(total)d columns matched.",
+                          matched=len(matched), total=len(job.headers or [])), "info")
+        return redirect(url_for(".job", pk=pk))
+
+    @expose("/mappings/delete", methods=["POST"])
+    @has_access
+    def delete_mapping(self):
+        try:
+            services.delete_mapping(g.user, request.form.get("mapping_id"))
+        except NotFound:
+            abort(404)
+        flash(gettext("Saved mapping deleted."), "success")
+        job = request.form.get("job", "")
+        return redirect(url_for(".job", pk=int(job)) if job.isascii() and job.isdigit() else url_for(".index"))
 
     @expose("/job/<pk>/cancel", methods=["POST"])
     @has_access
@@ -152,8 +199,11 @@ class ClientExportView(BaseView):
         ids = [i for i in request.args.getlist("ids") + (request.args.get("ids_csv") or "").split(",") if i]
         if any(not i.strip().isdigit() for i in ids):
             abort(400)
-        req = exports.ExportRequest(q=request.args.get("q", ""), ids=[int(i) for i in ids],
-                                    columns=request.args.getlist("columns"),
+        columns = request.args.getlist("columns")
+        if not columns and request.args.getlist("list_columns"):
+            columns = exports.columns_from_list(request.args.getlist("list_columns"))
+        req = exports.ExportRequest(q=request.args.get("q", ""), ids=[int(i) for i in ids], columns=columns,
+                                    args=_list_args(request.args),
                                     fmt="xlsx" if request.args.get("fmt") == "xlsx" else "csv",
                                     bom=request.args.get("bom") == "1")
         name = exports.export_filename(req.fmt)
@@ -172,6 +222,17 @@ class ClientExportView(BaseView):
         user = g.user
         return Response(stream_with_context(exports.stream_csv(user, req)), mimetype="text/csv; charset=utf-8",
                         headers=headers)
+
+
+# Export-only parameters; every other argument is the clients list's own (filters, tab, search).
+_EXPORT_PARAMS = {"ids", "ids_csv", "columns", "list_columns", "fmt", "bom"}
+
+
+def _list_args(args):
+    """The list arguments carried by the export link, or {} when there are none (plain export)."""
+    from werkzeug.datastructures import MultiDict
+    kept = MultiDict([(k, v) for k, v in args.items(multi=True) if k not in _EXPORT_PARAMS])
+    return kept if any(k != "q" for k in kept) else {}
 
 
 _ = parsing  # the views offer the parser's choices; keep the module import explicit

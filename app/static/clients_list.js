@@ -88,6 +88,14 @@
     });
   }
   checks().forEach(function (c) { c.addEventListener('change', updateSelection); });
+  // Export: ticked rows (not "all matching") narrow the export to those ids.
+  $all('.cd-export-link').forEach(function (link) {
+    link.addEventListener('click', function () {
+      var base = link.getAttribute('href').replace(/&ids=\d+/g, '');
+      var ids = allMatching ? [] : selectedIds();
+      link.setAttribute('href', base + ids.map(function (id) { return '&ids=' + encodeURIComponent(id); }).join(''));
+    });
+  });
   var allLink = $('#cd-select-all-matching');
   if (allLink) { allLink.addEventListener('click', function (e) { e.preventDefault(); allMatching = true; updateSelection(); }); }
   var clearLink = $('#cd-clear-selection');

@@ -1,6 +1,11 @@
-/* Import job page: poll the status endpoint and update the progress (survives reloads: state is server-side). */
+/* Import pages: confirm deletions; on a job page poll the status endpoint and update the progress
+   (survives reloads: state is server-side). */
 (function () {
   'use strict';
+  document.addEventListener('click', function (e) {
+    var button = e.target.closest ? e.target.closest('button[data-confirm]') : null;
+    if (button && !window.confirm(button.getAttribute('data-confirm'))) { e.preventDefault(); }
+  });
   var box = document.getElementById('cd-import-status');
   if (!box) { return; }
   var url = box.getAttribute('data-url');

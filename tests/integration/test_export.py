@@ -90,3 +90,96 @@ def _snapshot(c):
     return (c.first_name, c.last_name, c.city, c.country, c.desk_id, c.manager_id, c.status_id,
             sorted(t.name for t in c.tags), c.date_of_birth, c.description, c.gender, c.project_id, c.created_at,
             c.processed)
+
+
+def _set_fields(app, cid, **values):
+    from app.clients.models import Client
+    from app.extensions import db
+    with app.app_context():
+        client = db.session.get(Client, cid)
+        for key, value in values.items():
+            setattr(client, key, value)
+        db.session.commit()
+        db.session.remove()
+
+
+HOSTILE = ["=cmd|' /C calc'!A0", "+49 trick", "-2+3", "@SUM(A1)", "\tTab", "'=already", "''+two", "plain 'quote'",
+           'say "hi", then', "multi\nline\r\nnote", "-", "'", ""]
+
+
+def test_every_export_path_writes_the_same_cells(app, world, web, make_client):
+    """PostgreSQL streams the CSV from COPY with the cells formatted in SQL; the Python formatter
+    (SQLite, XLSX) must give the very same cells, hostile values included."""
+    from app.clients.models import CustomField
+    from app.extensions import db
+    from app.imports import exports
+    with app.app_context():
+        db.session.add_all([
+            CustomField(key="note", label="Note", field_type="text", options=[], order=1),
+            CustomField(key="topics", label="Topics", field_type="multiselect", options=["=x", "b"], order=2),
+            CustomField(key="size", label="Size", field_type="number", options=[], order=3),
+            CustomField(key="vip", label="VIP", field_type="boolean", options=[], order=4)])
+        db.session.commit()
+        db.session.remove()
+    for n, value in enumerate(HOSTILE):
+        cid = make_client(email=f"h{n}@example.org", date_of_birth="1980-01-02", tags=f"=t{n}, b{n}",
+                          desk_id=world.d1a)
+        _set_fields(app, cid, first_name=value or None, description=value or None, city=value or None,
+                          custom_fields={"note": value, "topics": ["=x", "b"] if n % 2 else [], "size": -n,
+                                         "vip": bool(n % 2)})
+    with app.app_context():
+        admin = user(app, "admin")
+        req = exports.ExportRequest()
+        columns = exports.columns_for(req)
+        streamed = b"".join(exports.stream_csv(admin, req)).decode("utf-8")
+        python_rows = [["" if c is None else str(c) for c in cells]
+                       for cells in exports.iter_rows(admin, req, columns)]
+        dialect = db.session.get_bind().dialect.name
+        db.session.remove()
+    parsed = list(csv.reader(io.StringIO(streamed)))
+    assert parsed[0] == columns and "custom.topics" in columns
+    assert parsed[1:] == python_rows and len(python_rows) == len(HOSTILE)
+    for row in parsed[1:]:
+        for cell in row:
+            assert cell[:1] not in exports.FORMULA_TRIGGERS or _is_number(cell), (dialect, row)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_export_follows_the_list_filters_and_columns(app, world, web, make_client):
+    from app.imports import exports
+    a = make_client(email="a@example.org", status_id=world.status_vip, desk_id=world.d1a)
+    make_client(email="b@example.org")
+    make_client(email="c@example.org", project_id=world.p2, status_id=world.status_vip)
+    c = web("mgr_p1")
+    rows = _rows(c.get(f"/clients/export/?status={world.status_vip}&list_columns=id&list_columns=full_name"
+                       "&list_columns=status&list_columns=uid"))
+    assert rows[0] == ["email", "id", "firstName", "lastName", "companyName", "status"]
+    assert [r[1] for r in rows[1:]] == [str(a)]  # the other VIP client is outside mgr_p1's scope
+    total = c.get(f"/clients/list/total?status={world.status_vip}").get_json()["total"]
+    assert total == len(rows) - 1
+    assert exports.columns_from_list(["cf_shoe", "uid", "email"]) == ["custom.shoe", "email"]
+
+
+def test_the_list_offers_an_export_of_what_it_shows(app, world, web, make_client):
+    import html as html_lib
+    import re
+    make_client(email="vip@example.org", status_id=world.status_vip)
+    make_client(email="plain@example.org")
+    c = web("mgr_p1")
+    page = c.get(f"/clients/list/?status={world.status_vip}").get_data(as_text=True)
+    url = html_lib.unescape(re.search(r'<a href="([^"]+)"[^>]*id="cd-export-csv"', page).group(1))
+    assert url.startswith("/clients/export/?") and f"status={world.status_vip}" in url and "list_columns=email" in url
+    rows = _rows(c.get(url))
+    assert [r[0] for r in rows[1:]] == ["vip@example.org"]
+    assert rows[0][:2] == ["email", "id"]  # the list's default columns, in order
+    # without can_export there is no button (and the route is closed)
+    page = web("viewer_p1").get("/clients/list/").get_data(as_text=True)
+    assert "cd-export-csv" not in page
+    assert web("viewer_p1").get("/clients/export/").status_code in (302, 403, 404)
