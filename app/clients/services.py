@@ -746,6 +746,25 @@ def literal_search_clause(text):
     return or_(*parts)
 
 
+def record_duplicate_seen(primary_ids, when=None):
+    """The one setter of Client.last_duplicate_at (CL-DUP-1 "flag"): a duplicate of each primary
+    client was registered at `when` (default now). The date only moves forward, so a late or
+    repeated call never hides a newer duplicate. Derived field: not audited (__audit_exclude__)."""
+    from sqlalchemy import update
+    ids = sorted({int(i) for i in primary_ids if i is not None})
+    if not ids:
+        return 0
+    when = when or now()
+    changed = 0
+    for start in range(0, len(ids), 1000):
+        changed += db.session.execute(
+            update(Client).where(Client.id.in_(ids[start:start + 1000]),
+                                 or_(Client.last_duplicate_at.is_(None), Client.last_duplicate_at < when))
+            .values(last_duplicate_at=when)
+            .execution_options(audit_recorded=True, synchronize_session="fetch")).rowcount
+    return changed
+
+
 def deactivated_states():
     return ("deactivated",)
 

@@ -434,3 +434,21 @@ def test_tags_and_custom_field_columns_sort(app, world, web, make_client, custom
     for key in ("cf_topics", "cf_nope", "passport_number"):
         assert c.get("/clients/list/", query_string={"_oc_ClientModelView": key,
                                                      "_od_ClientModelView": "asc"}).status_code == 400
+
+
+def test_last_duplicate_date_is_set_forward_only_and_sorts(app, world, web, make_client):
+    from app.clients import services
+    a, b, c = make_client(), make_client(), make_client()
+    with app.app_context():
+        assert services.record_duplicate_seen([a, b], dt.datetime(2024, 5, 1, 9, 0)) == 2
+        assert services.record_duplicate_seen([a], dt.datetime(2024, 1, 1)) == 0  # never moves back
+        assert services.record_duplicate_seen([b], dt.datetime(2024, 6, 1)) == 1
+        assert services.record_duplicate_seen([], None) == 0
+        db.session.commit()
+        assert db.session.get(Client, a).last_duplicate_at == dt.datetime(2024, 5, 1, 9, 0)
+        assert db.session.get(Client, c).last_duplicate_at is None
+        db.session.remove()
+    html = web("admin").get("/clients/list/?_oc_ClientModelView=last_duplicate_at&_od_ClientModelView=desc"
+                            "&columns=last_duplicate_at").get_data(as_text=True)
+    order = [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+    assert order.index(b) < order.index(a)
