@@ -413,12 +413,12 @@ def parse_created(raw):
 class Row:
     """One data row of the file, mapped: service data plus what the import itself handles."""
 
-    __slots__ = ("line", "cells", "data", "errors", "ident", "email_key", "created_at", "problem", "desk")
+    __slots__ = ("line", "cells", "data", "errors", "ident", "email_key", "created_at", "problem", "desk", "target")
 
     def __init__(self, line, cells, problem=None):
         self.line, self.cells, self.problem = line, cells, problem
         self.data, self.errors, self.ident, self.email_key, self.created_at = {}, {}, None, None, None
-        self.desk = None
+        self.desk = self.target = None
 
 
 def map_row(row, mapping, forms_):
@@ -592,9 +592,19 @@ class ImportRun:
         pending = {}
         creates, report = [], []
         counts = dict(created=0, updated=0, unchanged=0, failed=0, notices=0)
+        updated_rows = []
         for row in rows:
             outcome = self._process_row(row, by_id, by_email, pending, tags_of, creates, report, now)
+            if outcome == "updated" and getattr(row, "target", None) is not None and not row.target._new:
+                updated_rows.append(row)
             counts[outcome] += 1
+        # Net effect per client: rows of one e-mail that change a client and then change it back
+        # (a re-run of a file that repeats an e-mail) leave it as it was, so they count as unchanged.
+        for row in updated_rows:
+            target = row.target
+            if _values(target) == {c: target._orig[c] for c in COLUMNS} and target._tags == target._orig_tags:
+                counts["updated"] -= 1
+                counts["unchanged"] += 1
         counts["notices"] = sum(1 for r in report if r["kind"] == "notice")
         touched = {id(rec): rec for rec in list(by_id.values()) + list(by_email.values())}
         return creates, list(touched.values()), report, counts
@@ -721,6 +731,7 @@ class ImportRun:
             self._fail(row, report, _reason(errors))
             return "failed"
         before = (_values(target), list(target._tags))
+        row.target = target
         self._apply(target, clean, now)
         for message in notices:
             self._fail(row, report, message, "notice")

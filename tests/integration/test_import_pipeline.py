@@ -237,6 +237,19 @@ def test_rerun_of_the_same_file_reports_everything_unchanged(app, world):
     assert _audit_count(app) == n_audit
 
 
+def test_rerun_of_a_file_that_repeats_an_email_is_unchanged_too(app, world):
+    # the later row updates the earlier one; run again, the client flips and flips back: no net change
+    csv = (f"{HEAD}\n{_line('a@example.org', first='First')}\n{_line('b@example.org')}\n"
+           f"{_line('a@example.org', first='Second')}\n")
+    p1, _ = run_import(app, csv)
+    assert (p1["created"], p1["updated"]) == (2, 1)
+    n_audit = _audit_count(app)
+    p2, rep = run_import(app, csv)
+    assert (p2["created"], p2["updated"], p2["unchanged"], p2["failed"]) == (0, 0, 3, 0), rep
+    assert _audit_count(app) == n_audit
+    assert clients_by_email(app)["a@example.org"].first_name == "Second"
+
+
 def _audit_count(app):
     from app.core.audit import AuditLog
     return _count(app, AuditLog)
