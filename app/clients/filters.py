@@ -423,6 +423,10 @@ class FilterSpec:
         return (self.key,)
 
 
+# Option lists a page may ask list_choices for (the choice filters' sources and the bulk forms').
+CHOICE_SOURCES = ("projects", "desks", "managers", "statuses", "states", "countries", "verification_levels",
+                  "verification_statuses", "ratings", "contact_origins", "tags")
+
 FILTERS = [
     FilterSpec("project", "project_id", _l("Project"), "choice", "projects"),
     FilterSpec("desk", "desk_id", _l("Desk"), "choice", "desks"),

@@ -71,7 +71,7 @@ def custom_field_columns():
                                .order_by(CustomField.order, CustomField.id))}
 
 
-def available_columns():
+def available_columns(custom=None):
     """[(key, label, order column or None)] of every column a user may show, custom fields last.
 
     A custom field sorts by its stored value (order key = its column key), except a multiselect,
@@ -79,7 +79,7 @@ def available_columns():
     """
     out = [(key, label, order) for key, (label, order) in COLUMNS.items()]
     out += [(key, f.localized_label(), key if f.field_type in flt.CUSTOM_SORTABLE_KINDS else None)
-            for key, f in custom_field_columns().items()]
+            for key, f in (custom if custom is not None else custom_field_columns()).items()]
     return out
 
 

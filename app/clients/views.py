@@ -84,7 +84,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         "change_project": "change_project", "change_state_view": "change_state", "set_outcome_view": "edit",
         "two_factor": "manage_2fa", "generate_password_view": "add", "logs": "view_logs",
         "set_rating_view": "edit",
-        "list_total": "list", "save_columns": "list", "create_view": "list", "change_view": "list",
+        "list_total": "list", "list_choices": "list", "save_columns": "list", "create_view": "list",
+        "change_view": "list",
         "open_view": "list", "favourite": "list", "clear_favourites": "list", "bulk_job": "list",
         "bulk_reassign": "reassign", "bulk_reassign_options": "reassign", "bulk_edit": "bulk_edit",
         "bulk_retag": "bulk_edit",
@@ -368,7 +369,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         locale = str(get_locale() or "en")
         favourite_ids = list_services.favourite_ids(user, [r.id for r in rows])
         url_with = _url_builder(args)
-        column_defs = {key: (label, order) for key, label, order in list_services.available_columns()}
+        all_columns = list_services.available_columns(custom)
+        column_defs = {key: (label, order) for key, label, order in all_columns}
         widget = self.list_widget(
             rows=rows, columns=[c for c in columns if c in column_defs], column_defs=column_defs,
             custom=custom, order_column=order_column, order_direction=order_direction, url_with=url_with,
@@ -385,7 +387,15 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             if source not in choices:
                 choices[source] = list_services.filter_choices(user, source, locale)
             return choices[source]
-        panel_specs = [(spec, choice(spec.choices) if spec.choices else []) for spec in list_filters.FILTERS]
+        # Choice filters carry just their selected options; the rest arrive from list_choices when
+        # the filter bar opens (hundreds of countries, desks and managers per page otherwise).
+        panel_specs = []
+        for spec in list_filters.FILTERS:
+            options = []
+            if spec.choices and args.getlist(spec.key):
+                selected = set(args.getlist(spec.key))
+                options = [(v, label) for v, label in choice(spec.choices) if v in selected]
+            panel_specs.append((spec, options))
         bulk = {op: user_can(user, perm) for op, perm in list_services.BULK_OPERATIONS.items()}
         can_add = user_can(user, "can_add")
         export_url = None
@@ -404,11 +414,11 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
                                                                           clear="1"),
             page=page, page_size=page_size,
             page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=list_services.list_views(user),
-            saved_view=saved_view, columns=columns, available_columns=list_services.available_columns(),
+            saved_view=saved_view, columns=columns, available_columns=all_columns,
             locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
             bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, option_tags=_option_tags,
-            statuses=choice("statuses"), states=forms.STATE_LABELS, countries=choice("countries"),
+            states=forms.STATE_LABELS, choices_url=url_for("ClientModelView.list_choices"),
         )
 
     def _page_rows(self, filters, order_column, order_direction, page, page_size, with_tags=False):
@@ -443,6 +453,17 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         tab = list_filters.client_type_tab(request.args)
         total = counts[tab] if tab else sum(counts.values())
         return jsonify(total=total, counts={**counts, "all": sum(counts.values())})
+
+    @expose("/list/choices")
+    @has_access
+    def list_choices(self):
+        """The option lists of the filter bar and the bulk forms, loaded when first needed (the
+        page itself carries only the selected ones): {source: [[value, label], …]}, scoped."""
+        locale = str(get_locale() or "en")
+        wanted = [s for s in (request.args.get("sources") or "").split(",") if s in list_filters.CHOICE_SOURCES]
+        response = jsonify({source: list_services.filter_choices(g.user, source, locale) for source in wanted})
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     # -------------------------------------------------------------- columns and saved views
 

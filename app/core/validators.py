@@ -105,15 +105,21 @@ def country_name(code, locale=None):
     """Country name for display, translated with Babel's locale data when available."""
     if not code:
         return ""
-    try:
-        from babel import Locale
-        name = Locale.parse(str(locale or "en")).territories.get(code)
-        if name:
-            return name
-    except (ValueError, TypeError, LookupError):  # unknown locale: fall back to English
-        pass
+    name = _territories(str(locale or "en")).get(code)
+    if name:
+        return name
     country = pycountry.countries.get(alpha_2=code)
     return country.name if country else code
+
+
+@functools.lru_cache(maxsize=32)
+def _territories(locale):
+    """CLDR territory names of one language (parsing the locale costs more than the lookup)."""
+    try:
+        from babel import Locale
+        return dict(Locale.parse(locale).territories)
+    except (ValueError, TypeError, LookupError):  # unknown locale: fall back to English
+        return {}
 
 
 def country_choices(locale=None):

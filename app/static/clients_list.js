@@ -25,6 +25,52 @@
       updateSelection();
     });
 
+  // ------------------------------------------------------------ option lists, loaded when first needed
+  // The page carries only the selected options of each list; the rest come from list_choices.
+  var choicesLoaded = {};
+  function loadChoices(scope) {
+    var selects = $all('select[data-source]', scope).filter(function (el) { return !choicesLoaded[el.getAttribute('data-source')]; });
+    var sources = selects.map(function (el) { return el.getAttribute('data-source'); })
+      .filter(function (v, i, a) { return a.indexOf(v) === i; });
+    if (!sources.length) { return; }
+    sources.forEach(function (src) { choicesLoaded[src] = true; });
+    fetch(root.getAttribute('data-choices-url') + '?sources=' + encodeURIComponent(sources.join(',')),
+          { credentials: 'same-origin', headers: { 'Accept': 'application/json' } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data) { sources.forEach(function (src) { choicesLoaded[src] = false; }); return; }
+        $all('select[data-source]').forEach(function (el) {
+          var list = data[el.getAttribute('data-source')];
+          if (!list) { return; }
+          var present = {};
+          $all('option', el).forEach(function (o) { present[o.value] = true; });
+          list.forEach(function (pair) {
+            if (present[pair[0]]) { return; }
+            var o = document.createElement('option');
+            o.value = pair[0]; o.textContent = pair[1];
+            el.appendChild(o);
+          });
+          // keep the already selected options first, then the full list in its order
+          if (el.multiple) {
+            var chosen = $all('option', el).filter(function (o) { return o.selected; });
+            var order = {};
+            list.forEach(function (pair, i) { order[pair[0]] = i; });
+            $all('option', el).sort(function (a, b) { return (order[a.value] || 0) - (order[b.value] || 0); })
+              .forEach(function (o) { el.appendChild(o); });
+            chosen.forEach(function (o) { o.selected = true; });
+          }
+        });
+      });
+  }
+  var filtersBox = $('#cd-filters');
+  if (filtersBox) {
+    if (filtersBox.open) { loadChoices(filtersBox); }
+    filtersBox.addEventListener('toggle', function () { if (filtersBox.open) { loadChoices(filtersBox); } });
+  }
+  $all('.cd-bulk-open').forEach(function (btn) {
+    btn.addEventListener('click', function () { loadChoices(document.getElementById(btn.getAttribute('data-panel'))); });
+  });
+
   // ------------------------------------------------------------ filters form: only set values go to the URL
   var form = $('#cd-filter-form');
   if (form) {

@@ -459,3 +459,19 @@ def test_option_tags_escape_values_and_labels(app):
     html = str(_option_tags([("1", "<script>x</script>"), ('2"><b', "B & C")], selected=["1"]))
     assert html == ('<option value="1" selected>&lt;script&gt;x&lt;/script&gt;</option>'
                     '<option value="2&#34;&gt;&lt;b">B &amp; C</option>')
+
+
+def test_option_lists_load_separately_and_stay_in_scope(app, world, web, make_client):
+    make_client(status_id=world.status_vip)
+    c = web("agent_p2")
+    page = c.get("/clients/list/").get_data(as_text=True)
+    assert 'data-source="desks"' in page and "<option value=\"%d\"" % world.d2a not in page
+    data = c.get("/clients/list/choices?sources=projects,desks,managers,statuses,countries,nonsense").get_json()
+    assert set(data) == {"projects", "desks", "managers", "statuses", "countries"}
+    assert {int(v) for v, _ in data["projects"]} == {world.p2}
+    assert {int(v) for v, _ in data["desks"]} == {world.d2a}
+    assert ["DE", "Germany"] in data["countries"]
+    # a filtered page carries the selected option (with its label) for the chip and the form
+    page = web("admin").get(f"/clients/list/?status={world.status_vip}").get_data(as_text=True)
+    assert f'<option value="{world.status_vip}" selected>' in page
+    assert web().get("/clients/list/choices?sources=projects").status_code in (302, 401, 403)
