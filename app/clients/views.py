@@ -35,9 +35,12 @@ def _option_tags(choices, selected=()):
     """<option> tags for (value, label) pairs, escaped: the list page has ~1,000 of them (countries,
     managers, desks…), and building them here costs a fraction of a Jinja loop."""
     selected = {str(v) for v in selected or ()}
-    return Markup("".join(  # noqa: S704 - every value and label goes through escape() below
-        f'<option value="{escape(value)}"{" selected" if str(value) in selected else ""}>{escape(label)}</option>'
-        for value, label in choices))
+    parts = []
+    for value, label in choices:
+        value = str(value)
+        flag = " selected" if value in selected else ""
+        parts.append(f'<option value="{escape(value)}"{flag}>{escape(str(label))}</option>')
+    return Markup("".join(parts))  # noqa: S704 - every value and label went through escape() above
 
 
 class ClientSearchBoxFilter(BaseFilter):
