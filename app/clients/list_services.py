@@ -386,8 +386,12 @@ def clear_favourites(user):
 
 def favourites(user):
     """The user's favourite clients that lie inside their current scope (others are kept but not shown)."""
+    from sqlalchemy.orm import joinedload, lazyload, load_only
+    # The panel shows name, e-mail and status: load just those (every page renders it).
     q = (select(Client).join(ClientFavourite, ClientFavourite.client_id == Client.id)
          .where(ClientFavourite.user_id == user.id, org.client_scope_clause(Client, user))
+         .options(lazyload("*"), load_only(Client.id, Client.full_name, Client.email, Client.status_id,
+                                           Client.project_id, Client.desk_id), joinedload(Client.status))
          .order_by(ClientFavourite.created_at, Client.id))
     return db.session.scalars(q).unique().all()
 
