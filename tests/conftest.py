@@ -23,7 +23,7 @@ STAFF = [
     ("nobody", "Agent", [], [], True),
 ]
 
-DOMAIN_TABLES = ["import_row_error", "import_job", "import_mapping",
+DOMAIN_TABLES = ["import_row_error", "import_job", "export_job", "import_mapping",
                  "client_favourite", "client_list_view", "client_column_layout", "client_bulk_job",
                  "client_action", "client_tag", "two_factor_method", "client", "tag", "desk_user", "project_user",
                  "desk", "project",

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 from dataclasses import dataclass, field
 
 from flask_appbuilder.security.sqla.models import User
@@ -331,3 +332,142 @@ def write_xlsx(actor, req, path):
     wb.save(path)
     _audit(actor, req, n)
     return n
+
+
+# ----------------------------------------------------------------- background export job (large sets)
+
+def _request_json(req):
+    """The ExportRequest as JSON for the job row; the list arguments as {key: [values]}."""
+    args = req.args or {}
+    if hasattr(args, "to_dict"):
+        args = args.to_dict(flat=False)
+    else:
+        args = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in args.items()}
+    return {"q": req.q or "", "ids": [int(i) for i in req.ids or []], "columns": list(req.columns or []),
+            "bom": bool(req.bom), "args": args}
+
+
+def request_from_job(job):
+    """Rebuild the ExportRequest a job was started with (list arguments back into a MultiDict)."""
+    from werkzeug.datastructures import MultiDict
+    data = job.request or {}
+    args = data.get("args") or {}
+    multi = MultiDict([(k, v) for k, values in args.items() for v in values]) if args else {}
+    return ExportRequest(q=data.get("q") or "", ids=[int(i) for i in data.get("ids") or []],
+                         columns=list(data.get("columns") or []), fmt=job.fmt, bom=bool(data.get("bom")),
+                         args=multi)
+
+
+def export_path(job):
+    """The stored file of a job, inside EXPORT_FOLDER (the name is ours, a uuid4 hex)."""
+    from flask import current_app
+    if not job.file_name:
+        return None
+    return os.path.join(current_app.config["EXPORT_FOLDER"], os.path.basename(job.file_name))
+
+
+def start_export_job(actor, req):
+    """Record an ExportJob and queue it (inline without Redis); returns the job."""
+    from flask import current_app
+
+    from . import jobs
+    from .models import ExportJob
+    job = ExportJob(user_id=actor.id, status="queued", fmt="xlsx" if req.fmt == "xlsx" else "csv",
+                    request=_request_json(req), download_name=export_filename(req.fmt))
+    db.session.add(job)
+    db.session.commit()
+    job_id = job.id
+    prefix = current_app.config.get("JOB_ID_PREFIX", "")
+    try:
+        jobs.enqueue(jobs.run_export_job, job_id, job_id=f"{prefix}export-{job_id}", on_failure=jobs.export_failed)
+    except Exception:
+        if current_app.config.get("REDIS_URL"):
+            raise
+        # inline: run_export_job has marked the job failed; the job page tells the user
+    return db.session.get(ExportJob, job_id)
+
+
+def run_export(job_id):
+    """Write ExportJob `job_id`'s file (safe to deliver twice: a finished job is left alone)."""
+    import uuid
+
+    from flask import current_app
+
+    from .models import ExportJob, utcnow
+    job = db.session.get(ExportJob, int(job_id))
+    if job is None or job.status in ("done", "failed"):
+        return job
+    actor = db.session.get(User, job.user_id)
+    if actor is None or not actor.active:
+        job.status, job.finished_at = "failed", utcnow()
+        job.reason = _failure_reason("user")
+        db.session.commit()
+        return job
+    old_path = export_path(job)  # a retried job: drop the partial file of the earlier attempt
+    job.status = "running"
+    job.file_name = uuid.uuid4().hex + (".xlsx" if job.fmt == "xlsx" else ".csv")
+    db.session.commit()
+    if old_path and os.path.exists(old_path):
+        os.remove(old_path)
+    folder = current_app.config["EXPORT_FOLDER"]
+    os.makedirs(folder, exist_ok=True)
+    path = export_path(job)
+    req = request_from_job(job)
+    try:
+        if job.fmt == "xlsx":
+            rows = write_xlsx(actor, req, path)
+        else:
+            with open(path, "wb") as out:
+                for chunk in stream_csv(actor, req):
+                    out.write(chunk)
+            rows = last_row_count()
+    except Exception:
+        db.session.rollback()
+        if os.path.exists(path):
+            os.remove(path)
+        raise
+    job = db.session.get(ExportJob, int(job_id))  # stream_csv/iter_rows expunge the session
+    job.row_count, job.status, job.finished_at = rows, "done", utcnow()
+    db.session.commit()
+    return job
+
+
+def _failure_reason(kind):
+    from flask_babel import gettext
+    if kind == "user":
+        return gettext("The export stopped: its user account is no longer active.")
+    return gettext("The export stopped because of an internal error. Start it again from the clients list.")
+
+
+def mark_export_failed(job_id):
+    from sqlalchemy import update
+
+    from .models import ExportJob, utcnow
+    db.session.execute(update(ExportJob).where(ExportJob.id == int(job_id),
+                                               ExportJob.status.in_(("queued", "running")))
+                       .values(status="failed", finished_at=utcnow(), reason=_failure_reason("error")))
+    db.session.commit()
+
+
+def get_export_job(actor, pk):
+    """The ExportJob `pk` of `actor` (owner only), or None."""
+    from .models import ExportJob
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        return None
+    job = db.session.get(ExportJob, pk)
+    if job is None or job.user_id != getattr(actor, "id", None):
+        return None
+    return job
+
+
+def export_status_label(status):
+    from flask_babel import gettext
+    return {"queued": gettext("Queued"), "running": gettext("Running"), "done": gettext("Done"),
+            "failed": gettext("Failed")}.get(status, status)
+
+
+def export_status_payload(job):
+    return {"id": job.id, "status": job.status, "label": export_status_label(job.status), "rows": job.row_count,
+            "finished": job.finished, "reason": job.reason, "format": job.fmt}

@@ -170,6 +170,36 @@ def resume_stale_imports(stale_seconds=900):
     return ids
 
 
+# ----------------------------------------------------------------- export
+
+@with_app_context
+def run_export_job(export_job_id):
+    """Write ExportJob `export_job_id`'s file (safe to deliver twice: a done job is not rerun)."""
+    from ..extensions import db
+    from . import exports
+    try:
+        exports.run_export(int(export_job_id))
+    except Exception:
+        db.session.rollback()
+        log.exception("export %s stopped", export_job_id)
+        if not current_app.config.get("REDIS_URL"):
+            exports.mark_export_failed(export_job_id)  # inline: there is no retry, tell the user now
+        raise
+    finally:
+        db.session.remove()
+
+
+@with_app_context
+def export_failed(job, connection, type, value, traceback):  # noqa: A002  (RQ's callback signature)
+    """RQ failure callback: mark the ExportJob failed once no retry is left (sanitised reason)."""
+    if job.retries_left:
+        return
+    export_job_id = (job.args or [None])[0]
+    if export_job_id is not None:
+        from . import exports
+        exports.mark_export_failed(export_job_id)
+
+
 # ----------------------------------------------------------------- worker
 
 def run_worker(burst=False, with_scheduler=True):

@@ -96,3 +96,34 @@ class ImportMapping(db.Model):
 
     def __repr__(self):
         return f"<ImportMapping {self.id} {self.name!r}>"
+
+
+EXPORT_STATUSES = ("queued", "running", "done", "failed")
+
+
+class ExportJob(db.Model):
+    """A large client export run as a background job (CL-IO-3); the file waits in EXPORT_FOLDER."""
+
+    __tablename__ = "export_job"
+    id = Column(Integer, primary_key=True)
+    user_id = Column(Integer, ForeignKey("ab_user.id", ondelete="CASCADE"), nullable=False, index=True)
+    status = Column(String(12), nullable=False, default="queued")
+    fmt = Column(String(8), nullable=False, default="csv")        # csv / xlsx
+    request = Column(JSONType, nullable=False, default=dict)      # q, ids, columns, bom, args {key: [values]}
+    row_count = Column(Integer)
+    file_name = Column(String(64))          # uuid4 name inside EXPORT_FOLDER, never user-controlled
+    download_name = Column(String(64), nullable=False)
+    reason = Column(Text)                   # sanitised failure reason for the user
+    created_at = Column(DateTime, nullable=False, default=utcnow)
+    finished_at = Column(DateTime)
+
+    @property
+    def job_key(self):
+        return f"export-{self.id}"
+
+    @property
+    def finished(self):
+        return self.status in ("done", "failed")
+
+    def __repr__(self):
+        return f"<ExportJob {self.id} {self.status}>"

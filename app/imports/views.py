@@ -189,7 +189,8 @@ class ClientExportView(BaseView):
     route_base = "/clients/export"
     class_permission_name = "Clients"
     base_permissions = CLIENT_PERMISSIONS
-    method_permission_name = {"export": "export"}
+    method_permission_name = {"export": "export", "export_job": "export", "export_job_status": "export",
+                              "export_job_download": "export"}
     default_view = "export"
 
     @expose("/")
@@ -206,6 +207,10 @@ class ClientExportView(BaseView):
                                     args=_list_args(request.args),
                                     fmt="xlsx" if request.args.get("fmt") == "xlsx" else "csv",
                                     bom=request.args.get("bom") == "1")
+        from flask import current_app
+        if exports.scoped_count(g.user, req) > current_app.config["EXPORT_INLINE_MAX_ROWS"]:
+            job = exports.start_export_job(g.user, req)
+            return redirect(url_for(".export_job", pk=job.id))
         name = exports.export_filename(req.fmt)
         headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store",
                    "X-Content-Type-Options": "nosniff"}
@@ -222,6 +227,41 @@ class ClientExportView(BaseView):
         user = g.user
         return Response(stream_with_context(exports.stream_csv(user, req)), mimetype="text/csv; charset=utf-8",
                         headers=headers)
+
+    @expose("/job/<int:pk>")
+    @has_access
+    def export_job(self, pk):
+        """A large export running in the background: its status, then the download link."""
+        job = _export_job_or_404(pk)
+        return self.render_template("imports/export_job.html", job=job,
+                                    status=exports.export_status_payload(job), title=gettext("Client export"))
+
+    @expose("/job/<int:pk>/status")
+    @has_access
+    def export_job_status(self, pk):
+        return jsonify(exports.export_status_payload(_export_job_or_404(pk)))
+
+    @expose("/job/<int:pk>/download")
+    @has_access
+    def export_job_download(self, pk):
+        job = _export_job_or_404(pk)
+        path = exports.export_path(job)
+        if job.status != "done" or not path or not os.path.isfile(path):
+            abort(404)
+        mimetype = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" if job.fmt == "xlsx"
+                    else "text/csv; charset=utf-8")
+        response = send_file(path, as_attachment=True, download_name=job.download_name, mimetype=mimetype,
+                             max_age=0)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _export_job_or_404(pk):
+    job = exports.get_export_job(g.user, pk)
+    if job is None:
+        abort(404)
+    return job
 
 
 # Export-only parameters; every other argument is the clients list's own (filters, tab, search).
