@@ -465,7 +465,7 @@ def get_export_job(actor, pk):
 def export_status_label(status):
     from flask_babel import gettext
     return {"queued": gettext("Queued"), "running": gettext("Running"), "done": gettext("Done"),
-            "failed": gettext("Failed")}.get(status, status)
+            "failed": gettext("Export failed")}.get(status, status)
 
 
 def export_status_payload(job):
