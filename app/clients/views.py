@@ -401,12 +401,14 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             panel_specs.append((spec, options))
         bulk = {op: user_can(user, perm) for op, perm in list_services.BULK_OPERATIONS.items()}
         can_add = user_can(user, "can_add")
-        export_url = None
+        export_url = export_all_url = None
         if user_can(user, "can_export"):
             # the list's own arguments (filters, tab, search) plus its visible columns, in order
             export_args = [(k, v) for k, values in list_services.stored_filter_args(args).items() for v in values]
             if args.get("q"):
                 export_args.append(("q", args.get("q")))
+            # the other column template: every importable field (the import's own file layout)
+            export_all_url = url_for("ClientExportView.export") + "?" + urlencode(export_args + [("fmt", "csv")])
             export_args += [("list_columns", c) for c in columns]
             export_url = url_for("ClientExportView.export") + "?" + urlencode(export_args)
         return self.render_template(
@@ -420,7 +422,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             saved_view=saved_view, columns=columns, available_columns=all_columns,
             locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
-            bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, option_tags=_option_tags,
+            bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, export_all_url=export_all_url,
+            option_tags=_option_tags,
             states=forms.STATE_LABELS, choices_url=url_for("ClientModelView.list_choices"),
         )
 

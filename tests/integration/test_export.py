@@ -183,3 +183,19 @@ def test_the_list_offers_an_export_of_what_it_shows(app, world, web, make_client
     page = web("viewer_p1").get("/clients/list/").get_data(as_text=True)
     assert "cd-export-csv" not in page
     assert web("viewer_p1").get("/clients/export/").status_code in (302, 403, 404)
+
+
+def test_the_list_offers_the_all_fields_template_too(app, world, web, make_client):
+    import html as html_lib
+    import re
+    from app.imports import exports
+    make_client(email="vip@example.org", status_id=world.status_vip)
+    make_client(email="plain@example.org")
+    c = web("mgr_p1")
+    page = c.get(f"/clients/list/?status={world.status_vip}").get_data(as_text=True)
+    url = html_lib.unescape(re.search(r'<a href="([^"]+)"[^>]*id="cd-export-all"', page).group(1))
+    assert "list_columns" not in url and f"status={world.status_vip}" in url
+    rows = _rows(c.get(url))
+    with app.app_context():
+        assert rows[0] == exports.columns_for(exports.ExportRequest())
+    assert [r[0] for r in rows[1:]] == [str(clients_by_email(app)["vip@example.org"].id)]
