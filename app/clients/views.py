@@ -378,7 +378,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             rows=rows, columns=[c for c in columns if c in column_defs], column_defs=column_defs,
             custom=custom, order_column=order_column, order_direction=order_direction, url_with=url_with,
             favourite_ids=favourite_ids, can_edit=user_can(user, "can_edit"),
-            can_add_action=user_can(user, "can_create_action"), page=page, page_size=page_size,
+            can_add_action=user_can(user, "can_create_action"),
+            can_change_project=user_can(user, "can_change_project"), page=page, page_size=page_size,
             count=page * page_size + len(rows) + (1 if more else 0), more=more,
             modelview_name=self.__class__.__name__, formatters=_CELL_FORMATTERS, country_name=_country,
         )

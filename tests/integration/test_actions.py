@@ -132,3 +132,12 @@ def test_list_rows_offer_add_action_only_with_permission(app, world, web, make_c
     cid = make_client()
     assert f"/client-actions/new/{cid}" in web("mgr_p1").get("/clients/list/").get_data(as_text=True)
     assert f"/client-actions/new/{cid}" not in web("viewer_p1").get("/clients/list/").get_data(as_text=True)
+
+
+def test_list_rows_offer_change_project_only_with_permission(app, world, web, make_client):
+    """CL-LIST-1 row actions: Change project opens the card's form, for users who may move clients."""
+    cid = make_client()
+    html = web("mgr_p1").get("/clients/list/").get_data(as_text=True)
+    assert f'/clients/show/{cid}#cd-change-project"' in html
+    assert 'id="cd-change-project"' in web("mgr_p1").get(f"/clients/show/{cid}").get_data(as_text=True)
+    assert "#cd-change-project" not in web("agent_d1a").get("/clients/list/").get_data(as_text=True)
