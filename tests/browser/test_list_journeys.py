@@ -198,3 +198,24 @@ def test_a_large_bulk_change_shows_its_progress_then_the_summary(page, live_serv
         queue.connection.delete(key)
     for key in queue.connection.scan_iter(f"rq:job:{app.config['JOB_ID_PREFIX']}bulk-*"):
         queue.connection.delete(key)
+
+
+def test_a_large_export_runs_as_a_job_and_offers_its_file(page, live_server, app, world, make_client):
+    """Export button → (over the inline limit) the job page, which polls until the file is ready."""
+    for n in range(3):
+        make_client(email=f"exp{n}@example.org")
+    saved = app.config["EXPORT_INLINE_MAX_ROWS"]
+    app.config["EXPORT_INLINE_MAX_ROWS"] = 1
+    try:
+        login(page, live_server, "admin")
+        page.goto(live_server + "/clients/list/")
+        page.click("#cd-export-csv")
+        page.wait_for_url(re.compile(r"/clients/export/job/\d+$"))
+        link = page.locator('[data-field="download"]')
+        expect(link).to_be_visible()
+        expect(page.locator('[data-field="rows"]')).to_have_text("3")
+        with page.expect_download() as info:
+            link.locator("a").click()
+        assert info.value.suggested_filename.startswith("clients_export_")
+    finally:
+        app.config["EXPORT_INLINE_MAX_ROWS"] = saved

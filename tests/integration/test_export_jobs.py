@@ -51,7 +51,7 @@ def test_large_csv_export_runs_as_a_job(app, world, web, three, monkeypatch):
     page = c.get(f"/clients/export/job/{pk}")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert f"/clients/export/job/{pk}/download" in html and "export_job.js" in html
+    assert f"/clients/export/job/{pk}/download" in html and "imports.js" in html
     status = c.get(f"/clients/export/job/{pk}/status").get_json()
     assert status["status"] == "done" and status["rows"] == 3 and status["finished"]
 
