@@ -206,6 +206,8 @@ def test_a_large_export_runs_as_a_job_and_offers_its_file(page, live_server, app
         make_client(email=f"exp{n}@example.org")
     saved = app.config["EXPORT_INLINE_MAX_ROWS"]
     app.config["EXPORT_INLINE_MAX_ROWS"] = 1
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         login(page, live_server, "admin")
         page.goto(live_server + "/clients/list/")
@@ -217,5 +219,7 @@ def test_a_large_export_runs_as_a_job_and_offers_its_file(page, live_server, app
         with page.expect_download() as info:
             link.locator("a").click()
         assert info.value.suggested_filename.startswith("clients_export_")
+        page.wait_for_timeout(2500)  # one status poll of the page's script has run
+        assert errors == []
     finally:
         app.config["EXPORT_INLINE_MAX_ROWS"] = saved
