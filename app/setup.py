@@ -52,6 +52,26 @@ def init_extensions(app):
     csrf.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=_migrations_dir())
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            _tune_sqlite(db.engine)
+
+
+def _tune_sqlite(engine):
+    """The embedded database serves two web workers and a job worker at once: write-ahead logging
+    lets readers go on during a write, and a busy timeout makes a writer wait instead of failing
+    with "database is locked"; NORMAL sync is safe under WAL (a power cut loses at most the last
+    commits, never the file)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
 
 
 def _migrations_dir():
