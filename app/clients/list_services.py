@@ -181,12 +181,14 @@ def filter_choices(user, source, locale="en"):
     return []
 
 
-def chip_text(active_filter, user, locale="en"):
-    """The value part of a chip: "Acme USA", "gmail", "Last 7 days", "2024-01-01 – 2024-01-31"."""
+def chip_text(active_filter, user, locale="en", choices=None):
+    """The value part of a chip: "Acme USA", "gmail", "Last 7 days", "2024-01-01 – 2024-01-31".
+
+    `choices(source)` may supply the option lists the caller already holds (the list page does)."""
     spec, raw = active_filter.spec, active_filter.raw
     kind = active_filter.kind or (spec.kind if spec is not None else "text")
     if kind in ("choice", "tags"):
-        labels = dict(filter_choices(user, spec.choices, locale))
+        labels = dict(choices(spec.choices) if choices else filter_choices(user, spec.choices, locale))
         return ", ".join(labels.get(v, v) for v in raw)
     if kind == "values":
         return ", ".join(raw)

@@ -383,14 +383,14 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             count=page * page_size + len(rows) + (1 if more else 0), more=more,
             modelview_name=self.__class__.__name__, formatters=_CELL_FORMATTERS, country_name=_country,
         )
-        chips = [{"label": list_services.chip_label(a), "value": list_services.chip_text(a, user, locale),
-                  "remove_url": url_with(_remove=a.params, clear="1")} for a in active]
-        choices = {}  # each choice list once per page (the filter bar and the bulk forms share them)
+        choices = {}  # each choice list once per page (the chips and the filter bar share them)
 
         def choice(source):
             if source not in choices:
                 choices[source] = list_services.filter_choices(user, source, locale)
             return choices[source]
+        chips = [{"label": list_services.chip_label(a), "value": list_services.chip_text(a, user, locale, choice),
+                  "remove_url": url_with(_remove=a.params, clear="1")} for a in active]
         # Choice filters carry just their selected options; the rest arrive from list_choices when
         # the filter bar opens (hundreds of countries, desks and managers per page otherwise).
         panel_specs = []

@@ -475,3 +475,23 @@ def test_option_lists_load_separately_and_stay_in_scope(app, world, web, make_cl
     page = web("admin").get(f"/clients/list/?status={world.status_vip}").get_data(as_text=True)
     assert f'<option value="{world.status_vip}" selected>' in page
     assert web().get("/clients/list/choices?sources=projects").status_code in (302, 401, 403)
+
+
+def test_a_filtered_page_reads_each_option_list_once(app, world, web, make_client):
+    make_client(status_id=world.status_vip)
+    c = web("admin")
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        html = c.get(f"/clients/list/?status={world.status_vip}&project={world.p1}").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert "VIP" in html  # the chip names the status
+    assert len([s for s in statements if re.search(r"FROM client_status\b", s)]) == 1
+    assert len([s for s in statements if re.search(r"FROM project\b", s)]) == 1
