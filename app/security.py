@@ -1,11 +1,14 @@
 """Thin SecurityManager subclass: staff users get project and desk assignments on their form."""
 
+from flask import has_request_context
+from flask.globals import _cv_app
 from flask_appbuilder.fields import QuerySelectMultipleField
 from flask_appbuilder.fieldwidgets import Select2ManyWidget
 from flask_appbuilder.security.sqla.manager import SecurityManager
 from flask_appbuilder.security.sqla.models import PermissionView
 from flask_appbuilder.security.views import RoleModelView, UserDBModelView
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user
 
 from .core.errors import DomainError
 
@@ -65,6 +68,51 @@ class TranslatedRoleModelView(RoleModelView):
 class ClientDeskSecurityManager(SecurityManager):
     userdbmodelview = StaffUserModelView
     rolemodelview = TranslatedRoleModelView
+
+    def load_user(self, pk):
+        """The signed-in user of each request, in one statement with what every request reads next:
+        roles and groups (FAB loads them lazily, one query each) and the staff preference (session
+        epoch and language; staff_preference() then finds it in the session's identity map)."""
+        from flask_appbuilder.security.sqla.models import Group
+        from sqlalchemy import select
+        from sqlalchemy.orm import joinedload, selectinload
+
+        from .organisation.models import StaffPreference
+        try:
+            pk = int(pk)
+        except (TypeError, ValueError):
+            return None
+        user_model = self.user_model
+        row = self.session.execute(
+            select(user_model, StaffPreference)
+            .outerjoin(StaffPreference, StaffPreference.user_id == user_model.id)
+            .where(user_model.id == pk)
+            .options(joinedload(user_model.roles),
+                     joinedload(user_model.groups).options(selectinload(Group.roles)))).unique().first()
+        user = row[0] if row is not None else None
+        if user is not None:
+            from .organisation.services import remember_preference
+            remember_preference(user.id, row[1])
+        if user is not None and user.is_active:
+            return user
+        return None
+
+    def has_access(self, permission_name, view_name):
+        """FAB's answer, memoised for the request per signed-in user (a page asks 20+ times: menu
+        entries, buttons, the route itself). Nothing is kept across requests; a login or logout
+        within the request changes the key."""
+        app_ctx = _cv_app.get(None)
+        if app_ctx is None or not has_request_context():
+            return super().has_access(permission_name, view_name)
+        user = current_user._get_current_object()
+        if not getattr(user, "is_authenticated", False) or app_ctx.g.__dict__.get("_api_key_user"):
+            return super().has_access(permission_name, view_name)  # public, JWT and API-key callers
+        key = (permission_name, view_name, user.id)
+        memo = app_ctx.g.__dict__.setdefault("_cd_has_access", {})
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = super().has_access(permission_name, view_name)
+        return found
 
     def exist_permission_on_roles(self, view_name, permission_name, role_ids):
         """FAB asks the database once per check (30+ per page for menus and buttons); load the roles'

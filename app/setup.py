@@ -4,7 +4,7 @@ import datetime as dt
 
 from flask import current_app, g, request, session
 from flask_appbuilder import AppBuilder
-from flask_login import logout_user, user_logged_in, user_logged_out
+from flask_login import current_user, logout_user, user_logged_in, user_logged_out
 
 from .extensions import csrf, db, migrate
 
@@ -156,6 +156,10 @@ def init_security_hooks(app):
         now = int(dt.datetime.now(dt.UTC).timestamp())
         last = session.get("_seen")
         started = session.get("_started")
+        if "_user_id" in session:
+            # Load the user now: the same statement brings the staff preference that holds the epoch
+            # (ClientDeskSecurityManager.load_user), so the check below costs no query of its own.
+            current_user._get_current_object()
         if "_user_id" in session and ((limit and last and now - last > limit * 60) or
                                       (started and now - started > lifetime) or
                                       session.get("_epoch") != _epoch_of(session["_user_id"])):

@@ -337,11 +337,6 @@ def delete_view(user, view_id):
     db.session.commit()
 
 
-def default_view(user):
-    return db.session.scalars(select(ClientListView).where(ClientListView.user_id == user.id,
-                                                           ClientListView.is_default.is_(True)).limit(1)).first()
-
-
 # --------------------------------------------------------------------------- favourites (CL-LIST-7)
 
 def _visible_client(user, client_id):
@@ -396,13 +391,6 @@ def favourites(user):
                                            Client.project_id, Client.desk_id), joinedload(Client.status))
          .order_by(ClientFavourite.created_at, Client.id))
     return db.session.scalars(q).unique().all()
-
-
-def favourite_ids(user, client_ids):
-    if not client_ids:
-        return set()
-    return set(db.session.scalars(select(ClientFavourite.client_id).where(
-        ClientFavourite.user_id == user.id, ClientFavourite.client_id.in_(list(client_ids)))))
 
 
 # --------------------------------------------------------------------------- bulk operations (CL-LIST-8)

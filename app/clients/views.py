@@ -341,8 +341,9 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     def list(self):
         user = g.user
         args = request.args
+        saved_views = list_services.list_views(user)  # once: the default view and the views menu
         if not args:
-            view = list_services.default_view(user)
+            view = next((v for v in saved_views if v.is_default), None)
             if view is not None:
                 return redirect(url_for("ClientModelView.open_view", pk=view.id))
         saved_view = None
@@ -370,7 +371,9 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
                                      with_tags="tags" in columns)
         self.update_redirect()
         locale = str(get_locale() or "en")
-        favourite_ids = list_services.favourite_ids(user, [r.id for r in rows])
+        favourites = list_services.favourites(user)
+        # The panel's favourites are every favourite in scope, and every row on the page is in scope.
+        favourite_ids = {f.id for f in favourites}
         url_with = _url_builder(args)
         all_columns = list_services.available_columns(custom)
         column_defs = {key: (label, order) for key, label, order in all_columns}
@@ -419,9 +422,9 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             text_ops=list_filters.TEXT_OPERATOR_LABELS, drop_url=url_with(_remove=_filter_param_names(args),
                                                                           clear="1"),
             page=page, page_size=page_size,
-            page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=list_services.list_views(user),
+            page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=saved_views,
             saved_view=saved_view, columns=columns, available_columns=all_columns,
-            locked_columns=list_services.LOCKED_COLUMNS, favourites=list_services.favourites(user),
+            locked_columns=list_services.LOCKED_COLUMNS, favourites=favourites,
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
             bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, export_all_url=export_all_url,
             option_tags=_option_tags,

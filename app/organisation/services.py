@@ -186,8 +186,22 @@ def visible_projects_query(user):
 # --- staff preferences (CL-SET-2: the language choice sticks per user) -----------------------
 
 def staff_preference(user_id):
+    """The user's preference row or None. The request's user loader already read it (in the same
+    statement as the user) and left it in g, so most requests find it without a query."""
+    from flask import g, has_app_context
+
     from .models import StaffPreference
+    known = g.get("_cd_preferences") if has_app_context() else None
+    if known is not None and user_id in known:
+        return known[user_id]
     return db.session.get(StaffPreference, user_id)
+
+
+def remember_preference(user_id, pref):
+    """Called by the user loader (and after every write below) with what the database holds now."""
+    from flask import g, has_app_context
+    if has_app_context():
+        g.setdefault("_cd_preferences", {})[user_id] = pref
 
 
 def set_staff_locale(user_id, locale):
@@ -198,6 +212,7 @@ def set_staff_locale(user_id, locale):
     pref.locale = locale
     db.session.add(pref)
     db.session.commit()
+    remember_preference(user_id, pref)
     return pref
 
 
@@ -213,6 +228,7 @@ def end_all_sessions(user_id):
     pref.session_epoch = (pref.session_epoch or 0) + 1
     db.session.add(pref)
     db.session.commit()
+    remember_preference(user_id, pref)
 
 
 def set_staff_timezone(user_id, timezone):
@@ -227,6 +243,7 @@ def set_staff_timezone(user_id, timezone):
     pref.timezone = timezone
     db.session.add(pref)
     db.session.commit()
+    remember_preference(user_id, pref)
     return pref
 
 

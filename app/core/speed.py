@@ -1,0 +1,88 @@
+"""Memos for three hot paths of every page that Flask-Babel and FAB recompute on each call.
+
+Found by profiling the client list at one million clients (bench/list_bench.py): with the queries
+down to a few milliseconds, a page spent about a fifth of its time finding the translations object
+again for each of its ~350 strings, and FAB rebuilt its per-column filter table three times per
+request. Each memo keeps the library's behaviour: translations follow the request's locale (a
+`force_locale` or `refresh` gives a new Locale object and so a new lookup), and the filter tables
+are built from the same converter and columns, with fresh lists each time.
+"""
+
+import weakref
+
+from flask import request_started
+from flask.globals import _cv_app
+from flask_appbuilder.models.filters import Filters
+from flask_babel import Domain, get_babel
+
+
+def _translations_memo(original):
+    def get_translations(self):
+        app_ctx = _cv_app.get(None)
+        if app_ctx is None:
+            return original(self)
+        ns = app_ctx.g.__dict__.get("_flask_babel")
+        locale = getattr(ns, "babel_locale", None) if ns is not None else None
+        memo = getattr(ns, "_cd_translations", None) if locale is not None else None
+        if memo is not None and memo[0] is locale and memo[1] is self:
+            return memo[2]
+        translations = original(self)
+        ns = app_ctx.g.__dict__.get("_flask_babel")
+        locale = getattr(ns, "babel_locale", None) if ns is not None else None
+        if locale is not None:
+            ns._cd_translations = (locale, self, translations)
+        return translations
+    get_translations._cd_original = original
+    return get_translations
+
+
+def _filters_memo(original):
+    tables = weakref.WeakKeyDictionary()  # datamodel -> {(converter, columns): {column: [filters]}}
+
+    def _get_filters(self, cols):
+        per_model = tables.setdefault(self.datamodel, {})
+        key = (self.filter_converter, tuple(cols))
+        table = per_model.get(key)
+        if table is None:
+            table = per_model[key] = original(self, cols)
+        # fresh lists: Filters.__init__ extends the search lists in place
+        return {col: list(found) for col, found in table.items()}
+    _get_filters._cd_original = original
+    return _get_filters
+
+
+# Per-request memos kept in g (app.security, organisation.services). Cleared when a request starts,
+# so a test that holds one application context across several requests never sees an older answer.
+REQUEST_MEMOS = ("_cd_has_access", "_cd_role_permissions", "_cd_preferences")
+
+
+def _clear_request_memos(sender, **extra):
+    app_ctx = _cv_app.get(None)
+    if app_ctx is not None:
+        for name in REQUEST_MEMOS:
+            app_ctx.g.__dict__.pop(name, None)
+
+
+def install(app):
+    request_started.connect(_clear_request_memos, app)
+    if not hasattr(Domain.get_translations, "_cd_original"):
+        Domain.get_translations = _translations_memo(Domain.get_translations)
+    if not hasattr(Filters._get_filters, "_cd_original"):
+        Filters._get_filters = _filters_memo(Filters._get_filters)
+
+    def _domain():
+        app_ctx = _cv_app.get(None)
+        if app_ctx is None:
+            return Domain()  # as Flask-Babel: no translations outside an application context
+        ns = app_ctx.g.__dict__.get("_flask_babel")
+        domain = getattr(ns, "babel_domain", None)
+        return domain if domain is not None else get_babel().instance.domain_instance
+
+    # Flask-Babel's template callables go through get_domain() (three context lookups) per string.
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: _domain().get_translations().ugettext(s),
+        ngettext=lambda s, p, n: _domain().get_translations().ungettext(s, p, n),
+        pgettext=lambda c, s: _domain().get_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _domain().get_translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
