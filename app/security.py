@@ -118,9 +118,13 @@ class ClientDeskSecurityManager(SecurityManager):
         """FAB asks the database once per check (30+ per page for menus and buttons); load the roles'
         (view, permission) pairs once per request instead. Per request only, so a role edit applies
         on the next request exactly as before."""
-        from flask import g, has_request_context
         if not has_request_context():
             return super().exist_permission_on_roles(view_name, permission_name, role_ids)
+        return (view_name, permission_name) in self.role_permission_pairs(role_ids)
+
+    def role_permission_pairs(self, role_ids):
+        """The (view, permission) pairs the roles grant, read once per request."""
+        from flask import g
         cache = g.setdefault("_cd_role_permissions", {})
         key = tuple(sorted(role_ids))
         pairs = cache.get(key)
@@ -137,5 +141,5 @@ class ClientDeskSecurityManager(SecurityManager):
                 .join(Permission, Permission.id == PermissionView.permission_id)
                 .join(ViewMenu, ViewMenu.id == PermissionView.view_menu_id)
                 .where(Role.id.in_(key)))
-            pairs = cache[key] = set(rows)
-        return (view_name, permission_name) in pairs
+            pairs = cache[key] = frozenset(rows)
+        return pairs

@@ -1,0 +1,95 @@
+"""The speed memos (app/core/speed.py, app/security.py) never serve an older answer: a permission
+taken away, a language switched or a logout shows on the very next request."""
+
+import pytest
+
+from app.extensions import db
+from tests.conftest import PASSWORD, login
+
+
+# A role made in the UI (stored in the database); the shipped roles are fixed in config.
+GRANTS = [("can_list", "Clients"), ("can_show", "Clients"), ("menu_access", "Clients"),
+          ("menu_access", "CRM"), ("menu_access", "ImportClients"), ("can_import", "Clients")]
+
+
+@pytest.fixture()
+def custom_user(app, world):
+    from app.organisation.models import Project
+    with app.app_context():
+        sm = app.appbuilder.sm
+        role = sm.find_role("Desk lead") or sm.add_role("Desk lead")
+        for perm, view in GRANTS:
+            pv = sm.find_permission_view_menu(perm, view)
+            assert pv is not None, (perm, view)
+            sm.add_permission_role(role, pv)
+        user = sm.find_user(username="desk_lead") or sm.add_user(
+            "desk_lead", "Desk", "Lead", "desk.lead@example.org", role, PASSWORD)
+        user.projects = [db.session.get(Project, world.p1)]
+        db.session.commit()
+        db.session.remove()
+    return "desk_lead"
+
+
+def _set(app, grant, permission, view):
+    with app.app_context():
+        sm = app.appbuilder.sm
+        role, pv = sm.find_role("Desk lead"), sm.find_permission_view_menu(permission, view)
+        (sm.add_permission_role if grant else sm.del_permission_role)(role, pv)
+        db.session.remove()
+
+
+def test_menu_follows_a_permission_change_on_the_next_request(app, custom_user, web):
+    c = web(custom_user)
+    assert 'href="/clients/import/"' in c.get("/clients/list/").get_data(as_text=True)
+    _set(app, False, "menu_access", "ImportClients")
+    try:
+        html = c.get("/clients/list/").get_data(as_text=True)
+        assert 'href="/clients/import/"' not in html
+        assert 'href="/clients/list/"' in html  # the rest of the menu is still there
+    finally:
+        _set(app, True, "menu_access", "ImportClients")
+    assert 'href="/clients/import/"' in c.get("/clients/list/").get_data(as_text=True)
+
+
+def test_menu_is_per_user(app, world, web):
+    admin_html = web("admin").get("/clients/list/").get_data(as_text=True)
+    viewer_html = web("viewer_p1").get("/clients/list/").get_data(as_text=True)
+    assert 'href="/roles/list/"' in admin_html
+    assert 'href="/roles/list/"' not in viewer_html
+
+
+def test_menu_and_page_follow_a_language_switch(app, world, web):
+    c = web("mgr_p1")
+    assert "Logout" in c.get("/clients/list/").get_data(as_text=True)
+    c.get("/lang/es")
+    html = c.get("/clients/list/").get_data(as_text=True)
+    assert "Logout" not in html and "Salir" in html
+    assert "Buscar" in html  # the page's own strings too
+    c.get("/lang/en")
+    assert "Logout" in c.get("/clients/list/").get_data(as_text=True)
+
+
+def test_route_access_follows_a_permission_change_within_one_app_context(app, custom_user):
+    """A test (or a job) that holds one application context over several requests shares g:
+    the per-request memos are cleared when each request starts."""
+    c = app.test_client()
+    with app.app_context():
+        login(c, custom_user, PASSWORD)
+        assert c.get("/clients/list/").status_code == 200
+        _set(app, False, "can_list", "Clients")
+        try:
+            assert c.get("/clients/list/").status_code in (302, 403)
+        finally:
+            _set(app, True, "can_list", "Clients")
+        assert c.get("/clients/list/").status_code == 200
+
+
+def test_logout_still_ends_a_copied_session(app, world):
+    """The session epoch now comes with the user in one statement; a copied cookie still stops working."""
+    c = app.test_client()
+    login(c, "mgr_p1")
+    cookie = c.get_cookie("session").value
+    c.get("/logout/")
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    assert thief.get("/clients/list/").status_code == 302
