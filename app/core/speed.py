@@ -117,7 +117,7 @@ def navbar():
     user = g.get("user")
 
     def render():
-        return Markup(render_template("appbuilder/navbar.html", appbuilder=current_app.appbuilder))
+        return Markup(render_template("appbuilder/navbar.html", appbuilder=current_app.appbuilder))  # noqa: S704 (autoescaped template output)
     if user is None or not getattr(user, "is_authenticated", False):
         return render()
     key = _navbar_key(user)
