@@ -25,7 +25,7 @@ from ..extensions import db
 from ..organisation import services as org
 from . import filters as list_filters
 from . import forms
-from . import list_services
+from . import list_rows, list_services
 from . import services
 from .models import Client
 from .permissions import CLIENT_PERMISSIONS
@@ -385,6 +385,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             can_change_project=user_can(user, "can_change_project"), page=page, page_size=page_size,
             count=page * page_size + len(rows) + (1 if more else 0), more=more,
             modelview_name=self.__class__.__name__, formatters=_CELL_FORMATTERS, country_name=_country,
+            render_rows=list_rows.render_rows,
         )
         choices = {}  # each choice list once per page (the chips and the filter bar share them)
 
