@@ -9,10 +9,12 @@ are built from the same converter and columns, with fresh lists each time.
 """
 
 import weakref
+from types import SimpleNamespace
 
 from flask import request_started
 from flask.globals import _cv_app
 from flask_appbuilder.models.filters import Filters
+import flask_babel
 from flask_babel import Domain, get_babel
 
 
@@ -63,6 +65,20 @@ def _clear_request_memos(sender, **extra):
             app_ctx.g.__dict__.pop(name, None)
 
 
+def _domain():
+    """flask_babel.get_domain without its three context lookups: the request's domain, else the app's."""
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None:
+        return Domain()  # as Flask-Babel: no translations outside an application context
+    ns = app_ctx.g.__dict__.get("_flask_babel")
+    domain = getattr(ns, "babel_domain", None)
+    if domain is None:
+        if ns is None:
+            ns = app_ctx.g._flask_babel = SimpleNamespace()  # what flask_babel keeps per context
+        domain = ns.babel_domain = get_babel().instance.domain_instance
+    return domain
+
+
 def install(app):
     request_started.connect(_clear_request_memos, app)
     app.jinja_env.globals["cd_navbar"] = navbar
@@ -71,15 +87,10 @@ def install(app):
     if not hasattr(Filters._get_filters, "_cd_original"):
         Filters._get_filters = _filters_memo(Filters._get_filters)
 
-    def _domain():
-        app_ctx = _cv_app.get(None)
-        if app_ctx is None:
-            return Domain()  # as Flask-Babel: no translations outside an application context
-        ns = app_ctx.g.__dict__.get("_flask_babel")
-        domain = getattr(ns, "babel_domain", None)
-        return domain if domain is not None else get_babel().instance.domain_instance
-
-    # Flask-Babel's template callables go through get_domain() (three context lookups) per string.
+    # flask_babel.gettext and the lazy strings call the module's get_domain() per string; the
+    # template callables too (three context lookups each).
+    if flask_babel.get_domain is not _domain:
+        flask_babel.get_domain = _domain
     app.jinja_env.install_gettext_callables(
         gettext=lambda s: _domain().get_translations().ugettext(s),
         ngettext=lambda s, p, n: _domain().get_translations().ungettext(s, p, n),
