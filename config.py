@@ -166,6 +166,9 @@ class Config:
     # Exports with more rows than this run as a background job instead of streaming in the request.
     EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 50_000)
     EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "exports"))
+    # Finished export files hold client data: deleted this many hours after they were written
+    # (checked whenever an export job starts, and by `flask clientdesk purge-exports` from cron).
+    EXPORT_KEEP_HOURS = env_int("EXPORT_KEEP_HOURS", 24)
 
     # Domain defaults
     CLIENT_UID_MIN_DIGITS = 5

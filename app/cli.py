@@ -135,6 +135,14 @@ def import_clients(path, username, project, dry_run, encoding, delimiter):
         click.echo(p["reason"])
 
 
+@clientdesk.command("purge-exports")
+@with_appcontext
+def purge_exports():
+    """Delete export files older than EXPORT_KEEP_HOURS (run it from cron, e.g. hourly)."""
+    from .imports import exports
+    click.echo(f"deleted {exports.purge_expired_exports()} export file(s)")
+
+
 @clientdesk.command("worker")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
 @with_appcontext

@@ -366,12 +366,50 @@ def export_path(job):
     return os.path.join(current_app.config["EXPORT_FOLDER"], os.path.basename(job.file_name))
 
 
+def purge_expired_exports(now=None):
+    """Delete export files older than EXPORT_KEEP_HOURS: their jobs become "expired" (the job page
+    says so and the download answers 404), and files no live job refers to (a crash between
+    writing and recording) go too. Returns the number of files deleted."""
+    from flask import current_app
+    from flask_babel import gettext
+    from sqlalchemy import select
+
+    from .models import ExportJob, utcnow
+    now = now or utcnow()
+    hours = int(current_app.config.get("EXPORT_KEEP_HOURS") or 24)
+    cutoff = now - dt.timedelta(hours=hours)
+    deleted = 0
+    for job in db.session.scalars(select(ExportJob).where(ExportJob.status == "done",
+                                                          ExportJob.finished_at < cutoff)):
+        path = export_path(job)
+        if path and os.path.isfile(path):
+            os.remove(path)
+            deleted += 1
+        job.status = "expired"
+        job.reason = gettext("This export was deleted %(hours)d hours after it was made, as client data is "
+                             "not kept in files longer. Export again from the clients list.", hours=hours)
+    db.session.commit()
+    folder = current_app.config["EXPORT_FOLDER"]
+    if os.path.isdir(folder):
+        live = set(db.session.scalars(select(ExportJob.file_name).where(
+            ExportJob.status.in_(("queued", "running", "done")), ExportJob.file_name.is_not(None))))
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name in live or not os.path.isfile(path):
+                continue
+            if dt.datetime.fromtimestamp(os.path.getmtime(path), dt.UTC).replace(tzinfo=None) < cutoff:
+                os.remove(path)
+                deleted += 1
+    return deleted
+
+
 def start_export_job(actor, req):
     """Record an ExportJob and queue it (inline without Redis); returns the job."""
     from flask import current_app
 
     from . import jobs
     from .models import ExportJob
+    purge_expired_exports()  # the moment a new file is written, old ones go
     job = ExportJob(user_id=actor.id, status="queued", fmt="xlsx" if req.fmt == "xlsx" else "csv",
                     request=_request_json(req), download_name=export_filename(req.fmt))
     db.session.add(job)
@@ -465,7 +503,7 @@ def get_export_job(actor, pk):
 def export_status_label(status):
     from flask_babel import gettext
     return {"queued": gettext("Queued"), "running": gettext("Running"), "done": gettext("Done"),
-            "failed": gettext("Export failed")}.get(status, status)
+            "failed": gettext("Export failed"), "expired": gettext("Deleted")}.get(status, status)
 
 
 def export_status_payload(job):

@@ -123,7 +123,7 @@ class ExportJob(db.Model):
 
     @property
     def finished(self):
-        return self.status in ("done", "failed")
+        return self.status in ("done", "failed", "expired")  # expired: the file was deleted (EXPORT_KEEP_HOURS)
 
     def __repr__(self):
         return f"<ExportJob {self.id} {self.status}>"

@@ -4,6 +4,7 @@ queued (inline without Redis), its page polls a status, and the owner downloads 
 import csv
 import io
 import os
+import re
 
 import pytest
 from sqlalchemy import select
@@ -154,3 +155,75 @@ def test_a_done_job_is_not_rerun_and_an_inactive_user_fails(app, world, web, thr
         done = exports.run_export(job.id)
         assert done.status == "failed" and done.reason and done.file_name is None
         db.session.remove()
+
+
+def _age(app, pk, hours):
+    """Pretend job `pk` finished `hours` ago."""
+    import datetime as dt
+
+    from app.extensions import db
+    from app.imports.models import ExportJob, utcnow
+    with app.app_context():
+        job = db.session.get(ExportJob, pk)
+        job.finished_at = utcnow() - dt.timedelta(hours=hours)
+        db.session.commit()
+        db.session.remove()
+
+
+def _purge(app):
+    from app.imports import exports
+    with app.app_context():
+        return exports.purge_expired_exports()
+
+
+def test_finished_export_files_are_deleted_after_the_keep_time(app, world, web, three, monkeypatch):
+    monkeypatch.setitem(app.config, "EXPORT_KEEP_HOURS", 24)
+    c = web("mgr_p1")
+    old = _start(app, c, "/clients/export/?columns=id", monkeypatch)
+    recent = _start(app, c, "/clients/export/?columns=email", monkeypatch)
+    folder = app.config["EXPORT_FOLDER"]
+    old_file = os.path.join(folder, _job(app, old).file_name)
+    recent_file = os.path.join(folder, _job(app, recent).file_name)
+    _age(app, old, 25)
+    _age(app, recent, 23)
+
+    assert _purge(app) >= 1
+    assert not os.path.exists(old_file) and os.path.isfile(recent_file)
+    status = c.get(f"/clients/export/job/{old}/status").get_json()
+    assert status["status"] == "expired" and status["finished"] and "24 hours" in status["reason"]
+    assert c.get(f"/clients/export/job/{old}/download").status_code == 404
+    page = c.get(f"/clients/export/job/{old}").get_data(as_text=True)
+    assert "Export again from the clients list" in page
+    assert c.get(f"/clients/export/job/{recent}/download").status_code == 200
+
+    _age(app, recent, 30)  # a new export job purges on its way in
+    _start(app, c, "/clients/export/?columns=uid", monkeypatch)
+    assert not os.path.exists(recent_file) and _job(app, recent).status == "expired"
+
+
+def test_orphan_export_files_go_but_live_ones_stay(app, world, web, three, monkeypatch):
+    import time
+    c = web("mgr_p1")
+    live = _start(app, c, "/clients/export/?columns=id", monkeypatch)
+    folder = app.config["EXPORT_FOLDER"]
+    live_file = os.path.join(folder, _job(app, live).file_name)
+    orphan, fresh_orphan = os.path.join(folder, "0" * 32 + ".csv"), os.path.join(folder, "1" * 32 + ".csv")
+    for path in (orphan, fresh_orphan):
+        with open(path, "w") as fh:
+            fh.write("id\n1\n")
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(orphan, (two_days_ago, two_days_ago))
+    os.utime(live_file, (two_days_ago, two_days_ago))  # old mtime, but its job is within the keep time
+    _purge(app)
+    assert not os.path.exists(orphan)
+    assert os.path.isfile(fresh_orphan) and os.path.isfile(live_file)
+    os.remove(fresh_orphan)
+
+
+def test_purge_exports_command(app, world, web, three, monkeypatch):
+    c = web("mgr_p1")
+    pk = _start(app, c, "/clients/export/?columns=id", monkeypatch)
+    _age(app, pk, 100)
+    result = app.test_cli_runner().invoke(args=["clientdesk", "purge-exports"])
+    assert result.exit_code == 0 and re.search(r"deleted [1-9]\d* export file\(s\)", result.output)
+    assert _job(app, pk).status == "expired"
