@@ -65,26 +65,34 @@ class TranslatedRoleModelView(RoleModelView):
         super().__init__(**kwargs)
 
 
+# {"version": the security version the entries belong to, (role ids…): frozenset of pairs}
+_PAIRS_BY_VERSION = {}
+
+
 class ClientDeskSecurityManager(SecurityManager):
     userdbmodelview = StaffUserModelView
     rolemodelview = TranslatedRoleModelView
 
     def load_user(self, pk):
         """The signed-in user of each request, in one statement with what every request reads next:
-        roles and groups (FAB loads them lazily, one query each) and the staff preference (session
-        epoch and language; staff_preference() then finds it in the session's identity map)."""
+        roles and groups (FAB loads them lazily, one query each), the staff preference (session
+        epoch and language; staff_preference() then finds it without a query) and the security
+        version (role_permission_pairs)."""
+        from flask import g
         from flask_appbuilder.security.sqla.models import Group
         from sqlalchemy import select
         from sqlalchemy.orm import joinedload, selectinload
 
+        from .core.security_version import SecurityVersion
         from .organisation.models import StaffPreference
         try:
             pk = int(pk)
         except (TypeError, ValueError):
             return None
         user_model = self.user_model
+        version = select(SecurityVersion.value).where(SecurityVersion.id == 1).scalar_subquery()
         row = self.session.execute(
-            select(user_model, StaffPreference)
+            select(user_model, StaffPreference, version)
             .outerjoin(StaffPreference, StaffPreference.user_id == user_model.id)
             .where(user_model.id == pk)
             .options(joinedload(user_model.roles),
@@ -93,6 +101,8 @@ class ClientDeskSecurityManager(SecurityManager):
         if user is not None:
             from .organisation.services import remember_preference
             remember_preference(user.id, row[1])
+            if row[2] is not None and has_request_context():
+                g._cd_security_version = row[2]
         if user is not None and user.is_active:
             return user
         return None
@@ -123,11 +133,19 @@ class ClientDeskSecurityManager(SecurityManager):
         return (view_name, permission_name) in self.role_permission_pairs(role_ids)
 
     def role_permission_pairs(self, role_ids):
-        """The (view, permission) pairs the roles grant, read once per request."""
+        """The (view, permission) pairs the roles grant. Kept per process under the security version
+        the request read with its user (the database bumps it on every change of the permission
+        tables), else read once per request."""
         from flask import g
         cache = g.setdefault("_cd_role_permissions", {})
         key = tuple(sorted(role_ids))
         pairs = cache.get(key)
+        version = g.get("_cd_security_version")
+        if pairs is None and version is not None:
+            if _PAIRS_BY_VERSION.get("version") != version:
+                _PAIRS_BY_VERSION.clear()  # every older entry is dead once the version moved
+                _PAIRS_BY_VERSION["version"] = version
+            pairs = cache[key] = _PAIRS_BY_VERSION.get(key)
         if pairs is None:
             from flask_appbuilder.security.sqla.models import (Permission, Role, ViewMenu,
                                                                assoc_permissionview_role)
@@ -142,4 +160,6 @@ class ClientDeskSecurityManager(SecurityManager):
                 .join(ViewMenu, ViewMenu.id == PermissionView.view_menu_id)
                 .where(Role.id.in_(key)))
             pairs = cache[key] = frozenset(rows)
+            if version is not None and _PAIRS_BY_VERSION.get("version") == version:
+                _PAIRS_BY_VERSION[key] = pairs
         return pairs

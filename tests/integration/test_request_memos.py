@@ -93,3 +93,62 @@ def test_logout_still_ends_a_copied_session(app, world):
     thief = app.test_client()
     thief.set_cookie("session", cookie)
     assert thief.get("/clients/list/").status_code == 302
+
+
+def _version(app):
+    from sqlalchemy import text
+    with app.app_context():
+        value = db.session.execute(text("SELECT value FROM security_version WHERE id = 1")).scalar()
+        db.session.remove()
+    return value
+
+
+def _sql(app, statement, **params):
+    from sqlalchemy import text
+    with app.app_context():
+        result = db.session.execute(text(statement), params)
+        db.session.commit()
+        db.session.remove()
+    return result
+
+
+def test_every_permission_table_bumps_the_security_version(app, custom_user):
+    """The per-process pairs cache is keyed by this counter: every kind of change must move it."""
+    from app.core.security_version import PERMISSION_TABLES
+    assert set(PERMISSION_TABLES) == {"ab_permission_view_role", "ab_permission_view", "ab_permission",
+                                      "ab_view_menu"}
+    changes = [
+        "INSERT INTO ab_permission (name) VALUES ('cd_probe')",
+        "UPDATE ab_permission SET name = 'cd_probe2' WHERE name = 'cd_probe'",
+        "INSERT INTO ab_view_menu (name) VALUES ('CdProbe')",
+        "INSERT INTO ab_permission_view (permission_id, view_menu_id) SELECT p.id, v.id FROM ab_permission p, "
+        "ab_view_menu v WHERE p.name = 'cd_probe2' AND v.name = 'CdProbe'",
+        "INSERT INTO ab_permission_view_role (permission_view_id, role_id) SELECT pv.id, r.id FROM "
+        "ab_permission_view pv JOIN ab_view_menu v ON v.id = pv.view_menu_id, ab_role r "
+        "WHERE v.name = 'CdProbe' AND r.name = 'Desk lead'",
+        "DELETE FROM ab_permission_view_role WHERE permission_view_id IN (SELECT pv.id FROM ab_permission_view pv "
+        "JOIN ab_view_menu v ON v.id = pv.view_menu_id WHERE v.name = 'CdProbe')",
+        "DELETE FROM ab_permission_view WHERE view_menu_id IN (SELECT id FROM ab_view_menu WHERE name = 'CdProbe')",
+        "DELETE FROM ab_view_menu WHERE name = 'CdProbe'",
+        "DELETE FROM ab_permission WHERE name = 'cd_probe2'",
+    ]
+    for statement in changes:
+        before = _version(app)
+        _sql(app, statement)
+        assert _version(app) > before, statement
+
+
+def test_a_grant_changed_in_plain_sql_applies_on_the_next_request(app, custom_user):
+    c = app.test_client()
+    login(c, custom_user)
+    assert c.get("/clients/list/").status_code == 200
+    assert c.get("/clients/list/").status_code == 200  # served from the process's pairs cache now
+    grant = ("SELECT pv.id FROM ab_permission_view pv JOIN ab_permission p ON p.id = pv.permission_id "
+             "JOIN ab_view_menu v ON v.id = pv.view_menu_id WHERE p.name = 'can_list' AND v.name = 'Clients'")
+    role = "SELECT id FROM ab_role WHERE name = 'Desk lead'"
+    _sql(app, f"DELETE FROM ab_permission_view_role WHERE permission_view_id = ({grant}) AND role_id = ({role})")
+    try:
+        assert c.get("/clients/list/").status_code in (302, 403)
+    finally:
+        _sql(app, f"INSERT INTO ab_permission_view_role (permission_view_id, role_id) SELECT ({grant}), ({role})")
+    assert c.get("/clients/list/").status_code == 200
