@@ -425,6 +425,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             page=page, page_size=page_size,
             page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=saved_views,
             saved_view=saved_view, columns=columns, available_columns=all_columns,
+            column_labels={key: label for key, (label, _order) in column_defs.items()},
             locked_columns=list_services.LOCKED_COLUMNS, favourites=favourites,
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
             bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, export_all_url=export_all_url,
