@@ -680,6 +680,8 @@ def _filter_param_names(args):
 
 def _url_builder(args):
     """url_with(**changes): this list URL with parameters changed (None removes) and page reset."""
+    base = url_for("ClientModelView.list")  # once: a page builds a few dozen of these links
+
     def url_with(_remove=(), **changes):
         params = {k: args.getlist(k) for k in args.keys() if k not in _remove and not k.startswith("page_")}
         for key, value in changes.items():
@@ -689,7 +691,7 @@ def _url_builder(args):
                 params[key] = value
         # Percent-encode everything: the search text never appears raw in the page's links.
         query = urlencode([(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])])
-        return url_for("ClientModelView.list") + ("?" + query if query else "")
+        return base + ("?" + query if query else "")
     return url_with
 
 
