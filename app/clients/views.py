@@ -25,7 +25,7 @@ from ..extensions import db
 from ..organisation import services as org
 from . import filters as list_filters
 from . import forms
-from . import list_rows, list_services
+from . import filter_panel, list_rows, list_services
 from . import services
 from .models import Client
 from .permissions import CLIENT_PERMISSIONS
@@ -416,12 +416,15 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             export_all_url = url_for("ClientExportView.export") + "?" + urlencode(export_args + [("fmt", "csv")])
             export_args += [("list_columns", c) for c in columns]
             export_url = url_for("ClientExportView.export") + "?" + urlencode(export_args)
+        drop_url = url_with(_remove=_filter_param_names(args), clear="1")
         return self.render_template(
             self.list_template, title=self.list_title, widgets={"list": widget}, search_text=args.get("q", ""),
             chips=chips, chips_shown=CHIPS_SHOWN, can_add=can_add, tab=tab, url_with=url_with, filter_specs=panel_specs,
             custom_filters=custom, args=args, presets=list_filters.DATE_PRESETS,
-            text_ops=list_filters.TEXT_OPERATOR_LABELS, drop_url=url_with(_remove=_filter_param_names(args),
-                                                                          clear="1"),
+            text_ops=list_filters.TEXT_OPERATOR_LABELS, drop_url=drop_url,
+            filter_panel=filter_panel.render_filter_panel(
+                panel_specs, custom, args, len(chips), list_filters.DATE_PRESETS,
+                list_filters.TEXT_OPERATOR_LABELS, drop_url),
             page=page, page_size=page_size,
             page_sizes=PAGE_SIZES, more=more, rows_on_page=len(rows), saved_views=saved_views,
             saved_view=saved_view, columns=columns, available_columns=all_columns,
