@@ -53,6 +53,8 @@ COLUMNS = {
     "actions_exist": (_l("Actions exist"), "actions_exist"),
     "last_duplicate_at": (_l("Last duplicate date"), "last_duplicate_at"),
 }
+# Columns that show a related row (joined into the page's query only when visible).
+RELATION_COLUMNS = ("desk", "status", "manager", "project")
 DEFAULT_COLUMNS = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "comments", "desk",
                    "status"]
 LOCKED_COLUMNS = ("email", "id")

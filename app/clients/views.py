@@ -367,8 +367,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         if page_size > max(PAGE_SIZES):
             abort(400)  # no unbounded pages (fab5-notes §2)
         page_size = page_size if page_size in PAGE_SIZES else self.page_size
-        rows, more = self._page_rows(filters, order_column, order_direction, page, page_size,
-                                     with_tags="tags" in columns)
+        rows, more = self._page_rows(filters, order_column, order_direction, page, page_size, columns)
         self.update_redirect()
         locale = str(get_locale() or "en")
         favourites = list_services.favourites(user)
@@ -436,10 +435,10 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             states=forms.STATE_LABELS, choices_url=url_for("ClientModelView.list_choices"),
         )
 
-    def _page_rows(self, filters, order_column, order_direction, page, page_size, with_tags=False):
+    def _page_rows(self, filters, order_column, order_direction, page, page_size, columns=()):
         """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
         comes from list_total, which the page loads asynchronously."""
-        from sqlalchemy.orm import lazyload, selectinload
+        from sqlalchemy.orm import joinedload, lazyload, selectinload
         joined = filters.get_joined_filters(self._base_filters)
         # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
         # eager joins and wide rows), then the full rows of just those ids.
@@ -454,9 +453,14 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         ids = ids[:page_size]
         if not ids:
             return [], more
-        full = db.session.query(Client).filter(Client.id.in_(ids))
-        if with_tags:
-            full = full.options(selectinload(Client.tags))
+        # Only the relations the visible columns show (a client joins project, desk, manager and
+        # status by default); the tags in one extra query when shown.
+        full = db.session.query(Client).options(lazyload("*")).filter(Client.id.in_(ids))
+        shown = [joinedload(getattr(Client, rel)) for rel in list_services.RELATION_COLUMNS if rel in columns]
+        if "tags" in columns:
+            shown.append(selectinload(Client.tags))
+        if shown:
+            full = full.options(*shown)
         position = {cid: n for n, cid in enumerate(ids)}
         return sorted(full.all(), key=lambda c: position[c.id]), more
 
