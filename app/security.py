@@ -125,9 +125,9 @@ class ClientDeskSecurityManager(SecurityManager):
         return found
 
     def exist_permission_on_roles(self, view_name, permission_name, role_ids):
-        """FAB asks the database once per check (30+ per page for menus and buttons); load the roles'
-        (view, permission) pairs once per request instead. Per request only, so a role edit applies
-        on the next request exactly as before."""
+        """FAB asks the database once per check (30+ per page for menus and buttons); answer from the
+        roles' (view, permission) pairs instead (role_permission_pairs: cached under the security
+        version, so a role edit applies on the next request exactly as before)."""
         if not has_request_context():
             return super().exist_permission_on_roles(view_name, permission_name, role_ids)
         return (view_name, permission_name) in self.role_permission_pairs(role_ids)

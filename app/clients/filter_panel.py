@@ -10,7 +10,8 @@ from flask_babel import gettext as _
 from markupsafe import Markup, escape
 
 
-def _options(pairs, selected):
+def option_tags(pairs, selected):
+    """<option> tags for (value, label) pairs, the selected ones marked; values and labels escaped."""
     selected = {str(v) for v in selected if v is not None}
     return "".join(f'<option value="{escape(str(value))}"{" selected" if str(value) in selected else ""}>'
                    f'{escape(str(label))}</option>' for value, label in pairs)
@@ -44,7 +45,8 @@ def _date_range(raw_key, label, args, presets, t):
     key = escape(raw_key)
     return (f'<div class="cd-date-filter">'
             f'<select name="{key}_preset" id="f-{key}" class="form-control input-sm cd-date-preset">'
-            f'<option value="">{t.custom_range}</option>{_options(presets, [args.get(raw_key + "_preset")])}</select>'
+            f'<option value="">{t.custom_range}</option>'
+            f'{option_tags(presets, [args.get(raw_key + "_preset")])}</select>'
             f'<input type="date" name="{key}_from" class="form-control input-sm" '
             f'value="{escape(args.get(raw_key + "_from", ""))}" aria-label="{label} {t.from_}" title="{t.from_}">'
             f'<input type="date" name="{key}_to" class="form-control input-sm" '
@@ -57,13 +59,13 @@ def _spec_control(spec, choices, args, presets, text_ops, t):
         # Several values: OR within this filter, AND with the other filters.
         return (f'<select name="{key}" id="f-{key}" class="form-control input-sm cd-multi" multiple size="4" '
                 f'data-source="{escape(spec.choices)}" title="{t.several}">'
-                f'{_options(choices, args.getlist(spec.key))}</select>')
+                f'{option_tags(choices, args.getlist(spec.key))}</select>')
     if spec.kind == "bool":
         return _bool_select(spec.key, args.get(spec.key), t)
     if spec.kind == "text":
         return (f'<div class="input-group input-group-sm"><span class="input-group-btn" style="width:auto">'
                 f'<select name="{key}_op" class="form-control input-sm cd-text-op" aria-label="{t.match}">'
-                f'{_options(text_ops, [args.get(spec.key + "_op")])}</select></span>'
+                f'{option_tags(text_ops, [args.get(spec.key + "_op")])}</select></span>'
                 f'<input type="text" name="{key}" id="f-{key}" class="form-control" '
                 f'value="{escape(args.get(spec.key, ""))}" maxlength="200"></div>')
     if spec.kind == "date":
@@ -88,7 +90,8 @@ def _custom_control(key, cf, args, presets, t):
         options = cf.options or []
         size = min(max(len(options), 2), 4)
         return (f'<select name="{ekey}" id="f-{ekey}" class="form-control input-sm cd-multi" multiple '
-                f'size="{size}" title="{t.several}">{_options(((o, o) for o in options), args.getlist(key))}</select>')
+                f'size="{size}" title="{t.several}">'
+                f'{option_tags(((o, o) for o in options), args.getlist(key))}</select>')
     return (f'<input type="text" name="{ekey}" id="f-{ekey}" class="form-control input-sm" '
             f'value="{escape(args.get(key, ""))}" maxlength="200" placeholder="{t.contains}">')
 

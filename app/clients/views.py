@@ -6,7 +6,6 @@ Declarative FAB adapters; every write goes through clients.services.
 from urllib.parse import urlencode, urlsplit
 
 from flask import abort, flash, g, jsonify, redirect, request, session, url_for
-from markupsafe import Markup, escape
 from flask_appbuilder import expose
 from flask_appbuilder.models.filters import BaseFilter
 from flask_appbuilder.security.decorators import has_access
@@ -29,18 +28,6 @@ from . import filter_panel, list_rows, list_services
 from . import services
 from .models import Client
 from .permissions import CLIENT_PERMISSIONS
-
-
-def _option_tags(choices, selected=()):
-    """<option> tags for (value, label) pairs, escaped: the list page has ~1,000 of them (countries,
-    managers, desks…), and building them here costs a fraction of a Jinja loop."""
-    selected = {str(v) for v in selected or ()}
-    parts = []
-    for value, label in choices:
-        value = str(value)
-        flag = " selected" if value in selected else ""
-        parts.append(f'<option value="{escape(value)}"{flag}>{escape(str(label))}</option>')
-    return Markup("".join(parts))  # noqa: S704 - every value and label went through escape() above
 
 
 class ClientSearchBoxFilter(BaseFilter):
@@ -418,9 +405,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
         drop_url = url_with(_remove=_filter_param_names(args), clear="1")
         return self.render_template(
             self.list_template, title=self.list_title, widgets={"list": widget}, search_text=args.get("q", ""),
-            chips=chips, chips_shown=CHIPS_SHOWN, can_add=can_add, tab=tab, url_with=url_with, filter_specs=panel_specs,
-            custom_filters=custom, args=args, presets=list_filters.DATE_PRESETS,
-            text_ops=list_filters.TEXT_OPERATOR_LABELS, drop_url=drop_url,
+            chips=chips, chips_shown=CHIPS_SHOWN, can_add=can_add, tab=tab, url_with=url_with, args=args,
+            drop_url=drop_url,
             filter_panel=filter_panel.render_filter_panel(
                 panel_specs, custom, args, len(chips), list_filters.DATE_PRESETS,
                 list_filters.TEXT_OPERATOR_LABELS, drop_url),
@@ -431,7 +417,6 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             locked_columns=list_services.LOCKED_COLUMNS, favourites=favourites,
             bulk=bulk, view_query=urlencode(list(list_services.stored_filter_args(args).items()), doseq=True),
             bulk_jobs=_tracked_bulk_jobs(user), export_url=export_url, export_all_url=export_all_url,
-            option_tags=_option_tags,
             states=forms.STATE_LABELS, choices_url=url_for("ClientModelView.list_choices"),
         )
 

@@ -1,11 +1,12 @@
-"""Memos for three hot paths of every page that Flask-Babel and FAB recompute on each call.
+"""Memos for hot paths of every page that Flask-Babel and FAB recompute on each call.
 
 Found by profiling the client list at one million clients (bench/list_bench.py): with the queries
 down to a few milliseconds, a page spent about a fifth of its time finding the translations object
-again for each of its ~350 strings, and FAB rebuilt its per-column filter table three times per
-request. Each memo keeps the library's behaviour: translations follow the request's locale (a
-`force_locale` or `refresh` gives a new Locale object and so a new lookup), and the filter tables
-are built from the same converter and columns, with fresh lists each time.
+again for each of its ~350 strings, FAB rebuilt its per-column filter table three times per request
+and rendered its whole navbar (a has_access check per entry). Each memo keeps the library's
+behaviour: translations follow the request's locale (a `force_locale` or `refresh` gives a new
+Locale object and so a new lookup), the filter tables are built from the same converter and
+columns with fresh lists each time, and the navbar is keyed by everything it shows.
 """
 
 import weakref

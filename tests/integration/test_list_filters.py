@@ -455,8 +455,8 @@ def test_last_duplicate_date_is_set_forward_only_and_sorts(app, world, web, make
 
 
 def test_option_tags_escape_values_and_labels(app):
-    from app.clients.views import _option_tags
-    html = str(_option_tags([("1", "<script>x</script>"), ('2"><b', "B & C")], selected=["1"]))
+    from app.clients.filter_panel import option_tags
+    html = str(option_tags([("1", "<script>x</script>"), ('2"><b', "B & C")], selected=["1"]))
     assert html == ('<option value="1" selected>&lt;script&gt;x&lt;/script&gt;</option>'
                     '<option value="2&#34;&gt;&lt;b">B &amp; C</option>')
 
