@@ -154,6 +154,10 @@ class Config:
     IMPORT_CHUNK_SIZE = env_int("IMPORT_CHUNK_SIZE", 2000)
     # Error/notice rows kept per job for the downloadable report (counts stay exact beyond it).
     IMPORT_MAX_REPORTED_ROWS = env_int("IMPORT_MAX_REPORTED_ROWS", 100_000)
+    # PostgreSQL: an import refreshes the client table's planner statistics (ANALYZE) once it has added
+    # this many rows and at least half the table as last analysed (stale statistics turn the per-chunk
+    # lookup by e-mail into a sequential scan as the table grows).
+    IMPORT_ANALYZE_MIN_ROWS = env_int("IMPORT_ANALYZE_MIN_ROWS", 20_000)
     # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
     JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")
     JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)
