@@ -2,6 +2,7 @@
 PostgreSQL when TEST_DATABASE_URL is set), staff users per security.md's fixture list, and a
 fresh organisation (projects P1/P2, desks D1a/D1b/D2a) for every test."""
 
+import contextlib
 import os
 import re
 import types
@@ -208,3 +209,22 @@ def csrf_from(html):
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
         r'name="csrf_token" value="([^"]+)"', html)
     return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def sql_statements(app):
+    """Record every SQL statement the app's engine sends while the block runs (a list of strings)."""
+    from sqlalchemy import event
+
+    from app.extensions import db
+    with app.app_context():
+        engine = db.engine
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

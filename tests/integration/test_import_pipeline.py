@@ -6,7 +6,7 @@ import os
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import user
+from tests.conftest import sql_statements, user
 from tests.integration.import_helpers import clients_by_email, run_import
 
 HEAD = "email,firstName,lastName,phone"
@@ -397,30 +397,21 @@ def test_cli_import(app, world, tmp_path):
 def test_a_large_import_refreshes_the_planner_statistics_as_it_grows(app, world, monkeypatch):
     """The per-chunk lookup by e-mail is planned from the client table's statistics; the run ANALYZEs
     the table whenever it has added IMPORT_ANALYZE_MIN_ROWS and half the table as last analysed."""
-    from sqlalchemy import event
+    from sqlalchemy import text
 
     from app.extensions import db
     monkeypatch.setitem(app.config, "IMPORT_ANALYZE_MIN_ROWS", 10)
     monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 10)
-    from sqlalchemy import text
     with app.app_context():
-        engine = db.engine
         assert db.session.scalar(text("SELECT count(*) FROM client")) == 0
         db.session.execute(text("ANALYZE client"))  # the table as last analysed: empty
         db.session.commit()
         db.session.remove()
-    seen = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        if statement.strip().upper().startswith("ANALYZE"):
-            seen.append(statement.strip())
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        rows = "\n".join(f"an{i}@example.org,Ana,Lyze{i},+4915123{i:06d}" for i in range(40))
+    rows = "\n".join(f"an{i}@example.org,Ana,Lyze{i},+4915123{i:06d}" for i in range(40))
+    with sql_statements(app) as statements:
         payload, _ = run_import(app, "email,first_name,last_name,phone\n" + rows)
         dry, _ = run_import(app, "email,first_name,last_name,phone\n" + rows.replace("an", "dry"), dry_run=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    seen = [s.strip() for s in statements if s.strip().upper().startswith("ANALYZE")]
     assert payload["created"] == 40 and dry["created"] == 40
     # after 10 rows (the minimum), 20 (10 ≥ half of 10) and 30 (10 ≥ half of 20); not at 40 (10 < 15);
     # a dry run writes nothing and analyses nothing

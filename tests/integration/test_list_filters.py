@@ -7,13 +7,13 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.clients import filters as flt
 from app.clients.models import Client, ContactOrigin, Tag
 from app.extensions import db
 from app.organisation.models import StaffPreference
-from tests.conftest import api_token
+from tests.conftest import api_token, sql_statements
 
 
 def row_ids(html):
@@ -215,18 +215,8 @@ def test_total_is_exact_and_scoped_and_the_page_runs_no_count(app, world, web, m
     make_client(client_type="business", company_name="Biz")
     make_client(project_id=world.p2)
     c = web("mgr_p1")
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_statements(app) as statements:
         html = c.get("/clients/list/").get_data(as_text=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert len(row_ids(html)) == 25 and 'id="cd-next"' in html
     assert not any("count(" in s.lower() and "client" in s.lower() for s in statements)
     client_selects = [s for s in statements if re.search(r"FROM client(\s|$)", s) and "client_favourite" not in s]
@@ -480,18 +470,8 @@ def test_option_lists_load_separately_and_stay_in_scope(app, world, web, make_cl
 def test_a_filtered_page_reads_each_option_list_once(app, world, web, make_client):
     make_client(status_id=world.status_vip)
     c = web("admin")
-    statements = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with sql_statements(app) as statements:
         html = c.get(f"/clients/list/?status={world.status_vip}&project={world.p1}").get_data(as_text=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert "VIP" in html  # the chip names the status
     assert len([s for s in statements if re.search(r"FROM client_status\b", s)]) == 1
     assert len([s for s in statements if re.search(r"FROM project\b", s)]) == 1
