@@ -76,14 +76,15 @@ class ClientDeskSecurityManager(SecurityManager):
     def load_user(self, pk):
         """The signed-in user of each request, in one statement with what every request reads next:
         roles and groups (FAB loads them lazily, one query each), the staff preference (session
-        epoch and language; staff_preference() then finds it without a query) and the security
-        version (role_permission_pairs)."""
+        epoch and language; staff_preference() then finds it without a query), the security
+        version (role_permission_pairs) and the settings version (core.settings_version)."""
         from flask import g
         from flask_appbuilder.security.sqla.models import Group
         from sqlalchemy import select
         from sqlalchemy.orm import joinedload, selectinload
 
         from .core.security_version import SecurityVersion
+        from .core.settings_version import SettingsVersion
         from .organisation.models import StaffPreference
         try:
             pk = int(pk)
@@ -91,8 +92,9 @@ class ClientDeskSecurityManager(SecurityManager):
             return None
         user_model = self.user_model
         version = select(SecurityVersion.value).where(SecurityVersion.id == 1).scalar_subquery()
+        settings = select(SettingsVersion.value).where(SettingsVersion.id == 1).scalar_subquery()
         row = self.session.execute(
-            select(user_model, StaffPreference, version)
+            select(user_model, StaffPreference, version, settings)
             .outerjoin(StaffPreference, StaffPreference.user_id == user_model.id)
             .where(user_model.id == pk)
             .options(joinedload(user_model.roles),
@@ -103,6 +105,8 @@ class ClientDeskSecurityManager(SecurityManager):
             remember_preference(user.id, row[1])
             if row[2] is not None and has_request_context():
                 g._cd_security_version = row[2]
+            if row[3] is not None and has_request_context():
+                g._cd_settings_version = row[3]
         if user is not None and user.is_active:
             return user
         return None

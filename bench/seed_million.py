@@ -102,6 +102,11 @@ def main():
         with db.engine.begin() as conn:
             for sql in statements:
                 conn.execute(text(sql))
+        # No transaction may stay open during the VACUUM (the app's session still holds one from the
+        # set-up above): an older snapshot keeps it from marking pages all-visible, and every
+        # index-only scan (the list's page ids) would then visit the heap too.
+        db.session.remove()
+        db.engine.dispose()
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE"))
     print(f"seeded {args.clients:,} clients into {target.database} in {time.perf_counter() - started:.1f} s")

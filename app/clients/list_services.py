@@ -12,6 +12,7 @@ import json
 from flask_babel import gettext, lazy_gettext as _l
 from sqlalchemy import func, select
 
+from ..core import settings_version
 from ..core.errors import NotFound, ValidationFailed
 from ..core.permissions import user_can
 from ..extensions import db
@@ -55,6 +56,23 @@ COLUMNS = {
 }
 # Columns that show a related row (joined into the page's query only when visible).
 RELATION_COLUMNS = ("desk", "status", "manager", "project")
+# The client attributes a list column shows, where they differ from the column's key.
+COLUMN_ATTRIBUTES = {"comments": ("description",), "tags": (), **{key: () for key in RELATION_COLUMNS}}
+
+
+def row_attributes(columns):
+    """The client attributes the list page reads for `columns`: the id and e-mail of every row (its
+    check box and link) and each visible column's own. The page loads only these (a client row
+    holds 50 columns, three of them JSON, and most pages show ten)."""
+    names = {"id", "email"}
+    for key in columns:
+        if key.startswith(CUSTOM_COLUMN_PREFIX):
+            names.add("custom_fields")
+        elif key in COLUMN_ATTRIBUTES:
+            names.update(COLUMN_ATTRIBUTES[key])
+        elif key in Client.__table__.c:
+            names.add(key)
+    return sorted(names)
 DEFAULT_COLUMNS = ["email", "id", "uid", "full_name", "phone", "client_type", "country", "comments", "desk",
                    "status"]
 LOCKED_COLUMNS = ("email", "id")
@@ -67,10 +85,15 @@ MAX_COLUMNS = 60
 
 
 def custom_field_columns():
+    """{column key: custom field} of the active custom fields, in their order (detached copies, kept
+    per process under the settings version)."""
     from .models import CustomField
-    return {f"{CUSTOM_COLUMN_PREFIX}{f.key}": f for f in
-            db.session.scalars(select(CustomField).where(CustomField.active.is_(True))
-                               .order_by(CustomField.order, CustomField.id))}
+
+    def build():
+        return {f"{CUSTOM_COLUMN_PREFIX}{f.key}": settings_version.detached_copy(f) for f in
+                db.session.scalars(select(CustomField).where(CustomField.active.is_(True))
+                                   .order_by(CustomField.order, CustomField.id))}
+    return settings_version.cached("custom_field_columns", build)
 
 
 def available_columns(custom=None):
@@ -164,8 +187,10 @@ def filter_choices(user, source, locale="en"):
         return [(str(d.id), str(d)) for d in db.session.scalars(q)]
     if source == "managers":
         return [(str(m["id"]), m["name"]) for m in forms.manager_options(user)]
-    if source == "statuses":
-        return [(str(s.id), str(s)) for s in db.session.scalars(select(ClientStatus).order_by(ClientStatus.order))]
+    if source == "statuses":  # every status, in every scope: kept per process and language
+        statuses = select(ClientStatus).order_by(ClientStatus.order)
+        return settings_version.cached(("statuses", locale), lambda: [
+            (str(s.id), s.localized_label(locale) or "") for s in db.session.scalars(statuses)])
     if source == "states":
         return [(k, str(v)) for k, v in forms.STATE_LABELS.items()]
     if source == "countries":

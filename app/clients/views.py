@@ -423,7 +423,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     def _page_rows(self, filters, order_column, order_direction, page, page_size, columns=()):
         """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
         comes from list_total, which the page loads asynchronously."""
-        from sqlalchemy.orm import joinedload, lazyload, selectinload
+        from sqlalchemy.orm import joinedload, lazyload, load_only, selectinload
         joined = filters.get_joined_filters(self._base_filters)
         # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
         # eager joins and wide rows), then the full rows of just those ids.
@@ -440,7 +440,8 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             return [], more
         # Only the relations the visible columns show (a client joins project, desk, manager and
         # status by default); the tags in one extra query when shown.
-        full = db.session.query(Client).options(lazyload("*")).filter(Client.id.in_(ids))
+        loaded = [getattr(Client, name) for name in list_services.row_attributes(columns)]
+        full = db.session.query(Client).options(lazyload("*"), load_only(*loaded)).filter(Client.id.in_(ids))
         shown = [joinedload(getattr(Client, rel)) for rel in list_services.RELATION_COLUMNS if rel in columns]
         if "tags" in columns:
             shown.append(selectinload(Client.tags))

@@ -1,5 +1,5 @@
 """A counter the database bumps whenever FAB's permission tables change (triggers, see migration
-a1c5e9d3f7b2). The request's user loader reads it in the same statement as the user, so each
+c445d9a36b42). The request's user loader reads it in the same statement as the user, so each
 process can keep every role set's (view, permission) pairs until the counter moves: no permission
 query per page, and a grant or revoke applies on the next request exactly as before."""
 

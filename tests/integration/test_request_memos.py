@@ -152,3 +152,58 @@ def test_a_grant_changed_in_plain_sql_applies_on_the_next_request(app, custom_us
     finally:
         _sql(app, f"INSERT INTO ab_permission_view_role (permission_view_id, role_id) SELECT ({grant}), ({role})")
     assert c.get("/clients/list/").status_code == 200
+
+
+# --- the settings version (app/core/settings_version.py): custom fields and statuses ---------------
+
+def _settings_version(app):
+    from sqlalchemy import text
+    with app.app_context():
+        value = db.session.execute(text("SELECT value FROM settings_version WHERE id = 1")).scalar()
+        db.session.remove()
+    return value
+
+
+def test_every_settings_table_bumps_the_settings_version(app, world):
+    """The per-process list settings are keyed by this counter: every kind of change must move it."""
+    from app.core.settings_version import SETTINGS_TABLES
+    assert set(SETTINGS_TABLES) == {"custom_field", "client_status"}
+    changes = [
+        "INSERT INTO custom_field (key, label, label_translations, field_type, options, required, \"order\", active) "
+        "VALUES ('probe', 'Probe', '{}', 'text', '[]', false, 1, true)",
+        "UPDATE custom_field SET label = 'Probe 2' WHERE key = 'probe'",
+        "DELETE FROM custom_field WHERE key = 'probe'",
+        "INSERT INTO client_status (label, label_translations, colour, \"order\", is_default, active) "
+        "VALUES ('Probe', '{}', '#000000', 99, false, true)",
+        "UPDATE client_status SET label = 'Probe 2' WHERE label = 'Probe'",
+        "DELETE FROM client_status WHERE label = 'Probe 2'",
+    ]
+    for statement in changes:
+        before = _settings_version(app)
+        _sql(app, statement)
+        assert _settings_version(app) > before, statement
+
+
+def test_a_custom_field_changed_in_plain_sql_shows_in_the_list_on_the_next_request(app, world, web):
+    admin = web("admin")
+    assert b"Loyalty tier" not in admin.get("/clients/list/").data  # the columns are cached now
+    _sql(app, "INSERT INTO custom_field (key, label, label_translations, field_type, options, required, "
+              "\"order\", active) VALUES ('tier', 'Loyalty tier', '{}', 'text', '[]', false, 1, true)")
+    assert b"Loyalty tier" in admin.get("/clients/list/").data
+    assert admin.get("/clients/list/?cf_tier=gold").status_code == 200  # its filter is known as well
+    _sql(app, "UPDATE custom_field SET active = false WHERE key = 'tier'")
+    assert b"Loyalty tier" not in admin.get("/clients/list/").data
+
+
+def test_a_status_renamed_in_plain_sql_shows_in_its_chip_on_the_next_request(app, world, web):
+    admin = web("admin")
+    url = f"/clients/list/?status={world.status_vip}"
+    assert b"VIP" in admin.get(url).data
+    _sql(app, "UPDATE client_status SET label = 'Gold member' WHERE id = :id", id=world.status_vip)
+    page = admin.get(url).data
+    assert b"Gold member" in page and b">VIP<" not in page
+    # per language: the Spanish page builds its own entry, from the new row
+    _sql(app, "UPDATE client_status SET label_translations = '{\"es\": \"Socio oro\"}' WHERE id = :id",
+         id=world.status_vip)
+    admin.get("/lang/es")
+    assert b"Socio oro" in admin.get(url).data

@@ -1,0 +1,46 @@
+"""A counter the database bumps whenever the settings every list page reads change (triggers, see
+migration 5b1e0c7d9a24): the custom fields and the client statuses. The request's user loader reads
+it in the same statement as the user, so each process keeps what it built from those tables (the
+custom-field columns, the status choices per language) until the counter moves: two queries fewer
+per list page, and a manager's change shows on the next request, whoever made it and however.
+
+The entries live on the application object, so two applications in one process (tests) never share
+them.
+"""
+
+from flask import current_app, g
+from sqlalchemy import BigInteger, Column, Integer
+
+from ..extensions import db
+
+# Tables whose rows the cached values are built from; a trigger on each bumps the counter.
+SETTINGS_TABLES = ("custom_field", "client_status")
+
+
+class SettingsVersion(db.Model):
+    __tablename__ = "settings_version"
+    id = Column(Integer, primary_key=True)
+    value = Column(BigInteger, nullable=False, default=0, server_default="0")
+
+
+def cached(key, build):
+    """build()'s value, kept per process under the settings version the request read with its user
+    (else built afresh: a request without a signed-in user, a CLI command or a job)."""
+    version = g.get("_cd_settings_version")
+    if version is None:
+        return build()
+    entries = current_app.extensions.setdefault("clientdesk_settings_cache", {})
+    if entries.get("version") != version:
+        entries.clear()  # every older entry is dead once the version moved
+        entries["version"] = version
+    if key not in entries:
+        # Built after the version was read, so the value is at least as new as that version.
+        entries[key] = build()
+    return entries[key]
+
+
+def detached_copy(obj):
+    """A transient copy of a mapped object's column values, safe to keep across requests and
+    sessions (the loaded object stays in its session, untouched)."""
+    mapper = db.inspect(type(obj))
+    return type(obj)(**{attr.key: getattr(obj, attr.key) for attr in mapper.column_attrs})
