@@ -32,8 +32,13 @@ def _cell_functions(key, ctx):
     if key in ("desk", "project"):
         return lambda c: escape(getattr(c, key) or "")
     if key == "status":
-        return lambda c: (f'<span class="label" style="background:{escape(c.status.colour)}">{escape(c.status)}</span>'
-                          if c.status else "")
+        statuses = ctx["statuses"]
+
+        def status(c):
+            found = statuses.get(c.status_id)
+            return f'<span class="label" style="background:{escape(found.colour)}">{escape(found)}</span>' \
+                if found is not None else ""
+        return status
     if key == "manager":
         return lambda c: f"{escape(c.manager.first_name)} {escape(c.manager.last_name)}" if c.manager else ""
     if key == "state":
@@ -72,10 +77,11 @@ def _cell_functions(key, ctx):
 
 
 def render_rows(rows, columns, favourite_ids, can_edit, can_add_action, can_change_project, country_name,
-                fmt_datetime):
-    """The <tr> elements of the table body, in the order of `rows`."""
+                fmt_datetime, statuses=None):
+    """The <tr> elements of the table body, in the order of `rows`; `statuses` ({id: status}) is
+    needed when the status column is shown."""
     show_url = url_for("ClientModelView.show", pk=0)[:-1]
-    ctx = {"show_url": show_url, "country_name": country_name, "fmt_datetime": fmt_datetime}
+    ctx = {"show_url": show_url, "country_name": country_name, "fmt_datetime": fmt_datetime, "statuses": statuses}
     cells = [(escape(key), _cell_functions(key, ctx)) for key in columns]
     t_select, t_fav = escape(_("Select")), escape(_("Favourite"))
     fav_url = url_for("ClientModelView.favourite", pk=0)[:-1]

@@ -54,10 +54,12 @@ COLUMNS = {
     "actions_exist": (_l("Actions exist"), "actions_exist"),
     "last_duplicate_at": (_l("Last duplicate date"), "last_duplicate_at"),
 }
-# Columns that show a related row (joined into the page's query only when visible).
-RELATION_COLUMNS = ("desk", "status", "manager", "project")
+# Columns that show a related row (joined into the page's query only when visible). The status is
+# not among them: rows carry its id, and its label and colour come from statuses_by_id().
+RELATION_COLUMNS = ("desk", "manager", "project")
 # The client attributes a list column shows, where they differ from the column's key.
-COLUMN_ATTRIBUTES = {"comments": ("description",), "tags": (), **{key: () for key in RELATION_COLUMNS}}
+COLUMN_ATTRIBUTES = {"comments": ("description",), "status": ("status_id",), "tags": (),
+                     **{key: () for key in RELATION_COLUMNS}}
 
 
 def row_attributes(columns):
@@ -94,6 +96,14 @@ def custom_field_columns():
                 db.session.scalars(select(CustomField).where(CustomField.active.is_(True))
                                    .order_by(CustomField.order, CustomField.id))}
     return settings_version.cached("custom_field_columns", build)
+
+
+def statuses_by_id():
+    """{id: status} of every client status (detached copies, kept per process under the settings
+    version): what list rows and favourites show of a client's status, without a join per query."""
+    from .models import ClientStatus
+    return settings_version.cached("statuses_by_id", lambda: {
+        s.id: settings_version.detached_copy(s) for s in db.session.scalars(select(ClientStatus))})
 
 
 def available_columns(custom=None):
@@ -152,6 +162,20 @@ def column_layout(user):
     return clean_columns(layout.columns)
 
 
+def list_settings(user):
+    """(the user's saved views by name, their column layout), read in one statement: every list page
+    needs both."""
+    from flask_appbuilder.security.sqla.models import User
+    rows = db.session.execute(
+        select(ClientColumnLayout.columns, ClientListView).select_from(User)
+        .outerjoin(ClientColumnLayout, ClientColumnLayout.user_id == User.id)
+        .outerjoin(ClientListView, ClientListView.user_id == User.id)
+        .where(User.id == user.id).order_by(ClientListView.name)).all()
+    layout = rows[0][0] if rows else None
+    views = [view for _, view in rows if view is not None]
+    return views, (clean_columns(layout) if layout else list(DEFAULT_COLUMNS))
+
+
 def set_column_layout(user, columns):
     columns = clean_columns(columns)
     layout = db.session.get(ClientColumnLayout, user.id) or ClientColumnLayout(user_id=user.id)
@@ -176,7 +200,7 @@ def filter_choices(user, source, locale="en"):
     from ..core.validators import country_choices
     from ..organisation.models import Desk, Project
     from . import forms
-    from .models import ClientStatus, ContactOrigin, Tag
+    from .models import ContactOrigin, Tag
     scope = org.scope_for(user)
     if source == "projects":
         return [(str(p.id), p.name) for p in db.session.scalars(org.visible_projects_query(user))]
@@ -188,9 +212,9 @@ def filter_choices(user, source, locale="en"):
     if source == "managers":
         return [(str(m["id"]), m["name"]) for m in forms.manager_options(user)]
     if source == "statuses":  # every status, in every scope: kept per process and language
-        statuses = select(ClientStatus).order_by(ClientStatus.order)
         return settings_version.cached(("statuses", locale), lambda: [
-            (str(s.id), s.localized_label(locale) or "") for s in db.session.scalars(statuses)])
+            (str(s.id), s.localized_label(locale) or "")
+            for s in sorted(statuses_by_id().values(), key=lambda s: (s.order, s.id))])
     if source == "states":
         return [(k, str(v)) for k, v in forms.STATE_LABELS.items()]
     if source == "countries":
@@ -409,15 +433,17 @@ def clear_favourites(user):
 
 
 def favourites(user):
-    """The user's favourite clients that lie inside their current scope (others are kept but not shown)."""
-    from sqlalchemy.orm import joinedload, lazyload, load_only
-    # The panel shows name, e-mail and status: load just those (every page renders it).
-    q = (select(Client).join(ClientFavourite, ClientFavourite.client_id == Client.id)
+    """The user's favourite clients that lie inside their current scope (others are kept but not shown),
+    as what the panel shows of each: id, full_name, email and status (every list page renders it)."""
+    from types import SimpleNamespace
+    q = (select(Client.id, Client.full_name, Client.email, Client.status_id)
+         .join(ClientFavourite, ClientFavourite.client_id == Client.id)
          .where(ClientFavourite.user_id == user.id, org.client_scope_clause(Client, user))
-         .options(lazyload("*"), load_only(Client.id, Client.full_name, Client.email, Client.status_id,
-                                           Client.project_id, Client.desk_id), joinedload(Client.status))
          .order_by(ClientFavourite.created_at, Client.id))
-    return db.session.scalars(q).unique().all()
+    rows = db.session.execute(q).all()
+    statuses = statuses_by_id() if rows else {}
+    return [SimpleNamespace(id=r.id, full_name=r.full_name, email=r.email, status=statuses.get(r.status_id))
+            for r in rows]
 
 
 # --------------------------------------------------------------------------- bulk operations (CL-LIST-8)

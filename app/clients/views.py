@@ -328,18 +328,14 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     def list(self):
         user = g.user
         args = request.args
-        saved_views = list_services.list_views(user)  # once: the default view and the views menu
+        # once: the default view, the views menu and the columns
+        saved_views, columns = list_services.list_settings(user)
         if not args:
             view = next((v for v in saved_views if v.is_default), None)
             if view is not None:
                 return redirect(url_for("ClientModelView.open_view", pk=view.id))
-        saved_view = None
-        if args.get("view"):
-            try:
-                saved_view = list_services.get_view(user, args.get("view"))
-            except NotFound:
-                saved_view = None
-        columns = list_services.column_layout(user)
+        # ?view= names one of the user's own views (list_settings read only theirs); anything else is ignored
+        saved_view = next((v for v in saved_views if str(v.id) == args.get("view")), None)
         if saved_view is not None and saved_view.columns:
             columns = list_services.clean_columns(saved_view.columns)
         custom = list_services.custom_field_columns()
@@ -372,6 +368,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             count=page * page_size + len(rows) + (1 if more else 0), more=more,
             modelview_name=self.__class__.__name__, formatters=_CELL_FORMATTERS, country_name=_country,
             render_rows=list_rows.render_rows,
+            statuses=list_services.statuses_by_id() if "status" in columns else {},
         )
         choices = {}  # each choice list once per page (the chips and the filter bar share them)
 
