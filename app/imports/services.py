@@ -220,14 +220,16 @@ def get_mapping(user, mapping_id):
     return mapping
 
 
-def _mapping_name(user, name):
+def _mapping_name(user, name, exclude_id=None):
     name = " ".join((name or "").split())
     if not name:
         raise ValidationFailed({"name": [_l("Enter a name for the mapping.")]})
     if len(name) > MAPPING_NAME_MAX:
         raise ValidationFailed({"name": [_l("The name can be at most %(n)s characters.", n=MAPPING_NAME_MAX)]})
-    taken = {n.casefold() for n in db.session.scalars(select(ImportMapping.name)
-                                                      .where(ImportMapping.user_id == user.id))}
+    others = select(ImportMapping.name).where(ImportMapping.user_id == user.id)
+    if exclude_id is not None:  # a mapping may keep its own name (or change its case)
+        others = others.where(ImportMapping.id != exclude_id)
+    taken = {n.casefold() for n in db.session.scalars(others)}
     if name.casefold() in taken:
         raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
     return name
@@ -250,6 +252,18 @@ def save_mapping(user, job, name):
     try:
         db.session.commit()
     except IntegrityError:   # the same name saved concurrently
+        db.session.rollback()
+        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
+    return mapping
+
+
+def rename_mapping(user, mapping_id, name):
+    """Give one of the user's saved mappings another name (same rules as saving); returns it."""
+    mapping = get_mapping(user, mapping_id)
+    mapping.name = _mapping_name(user, name, exclude_id=mapping.id)
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same name taken concurrently
         db.session.rollback()
         raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
     return mapping

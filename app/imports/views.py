@@ -67,7 +67,8 @@ class ClientImportView(BaseView):
     base_permissions = CLIENT_PERMISSIONS
     method_permission_name = {"index": "import", "upload": "import", "job": "import", "configure": "import",
                               "status": "import", "report": "import", "cancel": "import",
-                              "save_mapping": "import", "apply_mapping": "import", "delete_mapping": "import"}
+                              "save_mapping": "import", "apply_mapping": "import", "delete_mapping": "import",
+                              "rename_mapping": "import"}
     default_view = "index"
 
     @expose("/")
@@ -152,6 +153,19 @@ class ClientImportView(BaseView):
             flash(gettext("Saved mapping applied: %(matched)d of %(total)d columns matched.",
                           matched=len(matched), total=len(job.headers or [])), "info")
         return redirect(url_for(".job", pk=pk))
+
+    @expose("/mappings/rename", methods=["POST"])
+    @has_access
+    def rename_mapping(self):
+        try:
+            renamed = services.rename_mapping(g.user, request.form.get("mapping_id"), request.form.get("mapping_name"))
+        except NotFound:
+            abort(404)
+        except DomainError as exc:
+            _flash_domain(exc)
+        else:
+            flash(gettext("Mapping renamed to “%(name)s”.", name=renamed.name), "success")
+        return redirect(url_for(".index"))
 
     @expose("/mappings/delete", methods=["POST"])
     @has_access

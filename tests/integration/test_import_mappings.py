@@ -153,6 +153,52 @@ def test_another_users_mapping_is_404_for_apply_and_delete(app, world, web):
     assert _mapping_count(app) == 0
 
 
+def _rename(c, mapping_id, name):
+    return c.post("/clients/import/mappings/rename", data={"mapping_id": mapping_id, "mapping_name": name},
+                  follow_redirects=True)
+
+
+def test_rename_keeps_the_rules_of_a_name_and_the_mapping_itself(app, world, web):
+    c = web("mgr_p1")
+    job_id = _upload(c, FIRST)
+    _save(c, job_id, "Partner feed")
+    _save(c, job_id, "Old layout")
+    ids = _mapping_ids(app, "mgr_p1")
+    html = _rename(c, ids["Partner feed"], "  Partner   feed 2024 ").get_data(as_text=True)
+    assert "Mapping renamed to “Partner feed 2024”." in html
+    assert 'value="Partner feed 2024"' in html  # the index lists it under the new name
+    renamed = _mapping_ids(app, "mgr_p1")
+    assert renamed["Partner feed 2024"] == ids["Partner feed"] and "Partner feed" not in renamed
+    # a case change of its own name is allowed; another mapping's name, empty or too long is not
+    assert "Mapping renamed" in _rename(c, ids["Old layout"], "OLD LAYOUT").get_data(as_text=True)
+    html = _rename(c, ids["Old layout"], "partner FEED 2024").get_data(as_text=True)
+    assert "You already have a saved mapping with this name." in html
+    assert "Enter a name for the mapping." in _rename(c, ids["Old layout"], " ").get_data(as_text=True)
+    assert "at most 100 characters" in _rename(c, ids["Old layout"], "y" * 101).get_data(as_text=True)
+    assert set(_mapping_ids(app, "mgr_p1")) == {"Partner feed 2024", "OLD LAYOUT"}
+    # the renamed mapping still maps a file with the saved headers
+    job2 = _upload(c, SECOND)
+    html = c.post(f"/clients/import/job/{job2}/mapping/apply", data={"mapping_id": ids["Partner feed"]},
+                  follow_redirects=True).get_data(as_text=True)
+    assert "3 of 5 columns matched" in html
+
+
+def test_another_users_mapping_cannot_be_renamed(app, world, web):
+    owner = web("mgr_p1")
+    _save(owner, _upload(owner, FIRST), "Mine")
+    mapping_id = _mapping_ids(app, "mgr_p1")["Mine"]
+    admin = web("admin")
+    for bad in (mapping_id, "abc", "", 2 ** 40):
+        assert admin.post("/clients/import/mappings/rename",
+                          data={"mapping_id": bad, "mapping_name": "Taken over"}).status_code == 404, bad
+    viewer = web("viewer_p1")  # no can_import
+    assert viewer.post("/clients/import/mappings/rename",
+                       data={"mapping_id": mapping_id, "mapping_name": "V"}).status_code in (302, 403, 404)
+    assert web().post("/clients/import/mappings/rename",
+                      data={"mapping_id": mapping_id, "mapping_name": "A"}).status_code in (302, 401, 403)
+    assert _mapping_ids(app, "mgr_p1") == {"Mine": mapping_id}
+
+
 def test_without_can_import_the_mapping_routes_are_closed(app, world, web):
     owner = web("mgr_p1")
     job_id = _upload(owner, FIRST)
