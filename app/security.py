@@ -67,6 +67,23 @@ class TranslatedRoleModelView(RoleModelView):
 
 # {"version": the security version the entries belong to, (role ids…): frozenset of pairs}
 _PAIRS_BY_VERSION = {}
+_REQUEST_STATE = []
+
+
+def _request_state_statement():
+    """SELECT security version, settings version, the user's staff preference (:pk), built once."""
+    if not _REQUEST_STATE:
+        from sqlalchemy import bindparam, select
+
+        from .core.security_version import SecurityVersion
+        from .core.settings_version import SettingsVersion
+        from .organisation.models import StaffPreference
+        _REQUEST_STATE.append(
+            select(SecurityVersion.value, SettingsVersion.value, StaffPreference)
+            .select_from(SecurityVersion).join(SettingsVersion, SettingsVersion.id == 1)
+            .outerjoin(StaffPreference, StaffPreference.user_id == bindparam("pk"))
+            .where(SecurityVersion.id == 1))
+    return _REQUEST_STATE[0]
 
 
 class ClientDeskSecurityManager(SecurityManager):
@@ -74,42 +91,56 @@ class ClientDeskSecurityManager(SecurityManager):
     rolemodelview = TranslatedRoleModelView
 
     def load_user(self, pk):
-        """The signed-in user of each request, in one statement with what every request reads next:
-        roles and groups (FAB loads them lazily, one query each), the staff preference (session
-        epoch and language; staff_preference() then finds it without a query), the security
-        version (role_permission_pairs) and the settings version (core.settings_version)."""
-        from flask import g
-        from flask_appbuilder.security.sqla.models import Group
-        from sqlalchemy import select
-        from sqlalchemy.orm import joinedload, selectinload
+        """The signed-in user of each request, with what every request reads next, in one statement:
+        the staff preference (session epoch and language; staff_preference() then finds it without a
+        query), the security version (role_permission_pairs) and the settings version
+        (core.settings_version).
 
-        from .core.security_version import SecurityVersion
-        from .core.settings_version import SettingsVersion
-        from .organisation.models import StaffPreference
+        The user with roles and groups (FAB loads them lazily, one query each) is kept per process
+        under the security version, which the database bumps on every change of a user, a role or a
+        group as well as of permissions: a hit merges the kept copy into the request's session
+        without SQL (a fresh attached object per request), a miss loads it in a session of its own."""
+        from flask import g
         try:
             pk = int(pk)
         except (TypeError, ValueError):
             return None
-        user_model = self.user_model
-        version = select(SecurityVersion.value).where(SecurityVersion.id == 1).scalar_subquery()
-        settings = select(SettingsVersion.value).where(SettingsVersion.id == 1).scalar_subquery()
-        row = self.session.execute(
-            select(user_model, StaffPreference, version, settings)
-            .outerjoin(StaffPreference, StaffPreference.user_id == user_model.id)
-            .where(user_model.id == pk)
-            .options(joinedload(user_model.roles),
-                     joinedload(user_model.groups).options(selectinload(Group.roles)))).unique().first()
-        user = row[0] if row is not None else None
-        if user is not None:
-            from .organisation.services import remember_preference
-            remember_preference(user.id, row[1])
-            if row[2] is not None and has_request_context():
-                g._cd_security_version = row[2]
-            if row[3] is not None and has_request_context():
-                g._cd_settings_version = row[3]
-        if user is not None and user.is_active:
-            return user
-        return None
+        row = self.session.execute(_request_state_statement(), {"pk": pk}).first()
+        security, settings, pref = row if row is not None else (None, None, None)
+        kept = self._kept_user(pk, security)
+        if kept is None:
+            return None
+        user = self.session.merge(kept, load=False)
+        from .organisation.services import remember_preference
+        remember_preference(user.id, pref)
+        if has_request_context():
+            if security is not None:
+                g._cd_security_version = security
+            if settings is not None:
+                g._cd_settings_version = settings
+        return user if user.is_active else None
+
+    def _kept_user(self, pk, version):
+        """A detached copy of user `pk` with roles and groups loaded, kept per process under `version`."""
+        from flask import current_app
+        from flask_appbuilder.security.sqla.models import Group
+        from sqlalchemy import select
+        from sqlalchemy.orm import Session, joinedload, selectinload
+        kept = current_app.extensions.setdefault("clientdesk_users", {})
+        if version is not None and kept.get("version") != version:
+            kept.clear()  # every kept user is dead once the version moved
+            kept["version"] = version
+        user = kept.get(pk) if version is not None else None
+        if user is None:
+            user_model = self.user_model
+            with Session(bind=self.session.get_bind(), expire_on_commit=False) as own:
+                user = own.scalars(
+                    select(user_model).where(user_model.id == pk)
+                    .options(joinedload(user_model.roles),
+                             joinedload(user_model.groups).options(selectinload(Group.roles)))).unique().first()
+            if user is not None and version is not None and kept.get("version") == version:
+                kept[pk] = user
+        return user
 
     def has_access(self, permission_name, view_name):
         """FAB's answer, memoised for the request per signed-in user (a page asks 20+ times: menu

@@ -138,6 +138,80 @@ def test_every_permission_table_bumps_the_security_version(app, custom_user):
         assert _version(app) > before, statement
 
 
+def test_every_user_table_bumps_the_security_version(app, custom_user):
+    """Signed-in users are kept per process under the same counter: users, roles, groups and their
+    links must move it too."""
+    from app.core.security_version import USER_TABLES
+    assert set(USER_TABLES) == {"ab_user", "ab_user_role", "ab_user_group", "ab_group_role", "ab_role", "ab_group"}
+    changes = [
+        "UPDATE ab_user SET first_name = 'Desk2' WHERE username = 'desk_lead'",
+        "INSERT INTO ab_role (name) VALUES ('Probe role')",
+        "UPDATE ab_role SET name = 'Probe role 2' WHERE name = 'Probe role'",
+        "INSERT INTO ab_group (name, label) VALUES ('probe', 'Probe')",
+        "UPDATE ab_group SET label = 'Probe 2' WHERE name = 'probe'",
+        "INSERT INTO ab_group_role (group_id, role_id) SELECT g.id, r.id FROM ab_group g, ab_role r "
+        "WHERE g.name = 'probe' AND r.name = 'Probe role 2'",
+        "INSERT INTO ab_user_group (user_id, group_id) SELECT u.id, g.id FROM ab_user u, ab_group g "
+        "WHERE u.username = 'desk_lead' AND g.name = 'probe'",
+        "INSERT INTO ab_user_role (user_id, role_id) SELECT u.id, r.id FROM ab_user u, ab_role r "
+        "WHERE u.username = 'desk_lead' AND r.name = 'Probe role 2'",
+        "DELETE FROM ab_user_role WHERE role_id IN (SELECT id FROM ab_role WHERE name = 'Probe role 2')",
+        "DELETE FROM ab_user_group WHERE group_id IN (SELECT id FROM ab_group WHERE name = 'probe')",
+        "DELETE FROM ab_group_role WHERE group_id IN (SELECT id FROM ab_group WHERE name = 'probe')",
+        "DELETE FROM ab_group WHERE name = 'probe'",
+        "DELETE FROM ab_role WHERE name = 'Probe role 2'",
+    ]
+    for statement in changes:
+        before = _version(app)
+        _sql(app, statement)
+        assert _version(app) > before, statement
+
+
+def test_a_user_changed_in_plain_sql_is_seen_on_the_next_request(app, custom_user):
+    """The kept user (roles, active flag, name) never outlives a change, whoever makes it."""
+    c = app.test_client()
+    login(c, custom_user)
+    assert c.get("/clients/list/").status_code == 200  # the user is kept now
+    _sql(app, "UPDATE ab_user SET first_name = 'Renamed' WHERE username = :u", u=custom_user)
+    assert "Renamed" in c.get("/clients/list/").get_data(as_text=True)  # the navbar names the user
+    # a role taken away in SQL: the route closes on the next request
+    _sql(app, "DELETE FROM ab_user_role WHERE user_id = (SELECT id FROM ab_user WHERE username = :u)",
+         u=custom_user)
+    assert c.get("/clients/list/").status_code in (302, 403)
+    _sql(app, "INSERT INTO ab_user_role (user_id, role_id) SELECT u.id, r.id FROM ab_user u, ab_role r "
+              "WHERE u.username = :u AND r.name = 'Desk lead'", u=custom_user)
+    assert c.get("/clients/list/").status_code == 200
+    # deactivated in SQL: signed out on the next request
+    _sql(app, "UPDATE ab_user SET active = false WHERE username = :u", u=custom_user)
+    assert c.get("/clients/list/").status_code == 302
+    _sql(app, "UPDATE ab_user SET active = true WHERE username = :u", u=custom_user)
+
+
+def test_a_kept_user_works_as_a_fresh_one_within_one_app_context(app, custom_user):
+    """Each request gets its own object in its own session (merged from the kept copy): lazy
+    relations (projects, roles' permissions) still load, and a user change shows at once."""
+    from app.organisation.services import scope_for
+    c = app.test_client()
+    login(c, custom_user)
+    with app.app_context():  # one app context (and session) across requests, as some tests hold
+        for _ in range(3):
+            assert c.get("/clients/list/").status_code == 200
+    with app.test_request_context():
+        u = app.appbuilder.sm.load_user(app.appbuilder.sm.find_user(username=custom_user).id)
+        assert db.session.object_session(u) is db.session() and [p.key for p in u.projects] == ["P1"]
+        assert [r.name for r in u.roles] == ["Desk lead"] and len(u.roles[0].permissions) == len(GRANTS)
+        assert scope_for(u).project_ids == {custom_project_id(app)}
+        db.session.remove()
+
+
+def custom_project_id(app):
+    from app.organisation.models import Project
+    with app.app_context():
+        pid = db.session.query(Project.id).filter_by(key="P1").scalar()
+        db.session.remove()
+    return pid
+
+
 def test_a_grant_changed_in_plain_sql_applies_on_the_next_request(app, custom_user):
     c = app.test_client()
     login(c, custom_user)
