@@ -163,17 +163,21 @@ def column_layout(user):
 
 
 def list_settings(user):
-    """(the user's saved views by name, their column layout), read in one statement: every list page
-    needs both."""
+    """(the user's saved views by name, their column layout): every list page needs both. Read in one
+    statement and kept per process under the settings version (detached copies: read-only)."""
     from flask_appbuilder.security.sqla.models import User
-    rows = db.session.execute(
-        select(ClientColumnLayout.columns, ClientListView).select_from(User)
-        .outerjoin(ClientColumnLayout, ClientColumnLayout.user_id == User.id)
-        .outerjoin(ClientListView, ClientListView.user_id == User.id)
-        .where(User.id == user.id).order_by(ClientListView.name)).all()
-    layout = rows[0][0] if rows else None
-    views = [view for _, view in rows if view is not None]
-    return views, (clean_columns(layout) if layout else list(DEFAULT_COLUMNS))
+
+    def build():
+        rows = db.session.execute(
+            select(ClientColumnLayout.columns, ClientListView).select_from(User)
+            .outerjoin(ClientColumnLayout, ClientColumnLayout.user_id == User.id)
+            .outerjoin(ClientListView, ClientListView.user_id == User.id)
+            .where(User.id == user.id).order_by(ClientListView.name)).all()
+        layout = rows[0][0] if rows else None
+        return ([settings_version.detached_copy(view) for _, view in rows if view is not None],
+                clean_columns(layout) if layout else list(DEFAULT_COLUMNS))
+    views, columns = settings_version.cached(("list_settings", user.id), build)
+    return list(views), list(columns)
 
 
 def set_column_layout(user, columns):
@@ -202,8 +206,10 @@ def filter_choices(user, source, locale="en"):
     from . import forms
     from .models import ContactOrigin, Tag
     scope = org.scope_for(user)
-    if source == "projects":
-        return [(str(p.id), p.name) for p in db.session.scalars(org.visible_projects_query(user))]
+    if source == "projects":  # kept per process and scope
+        key = ("projects", scope.all_projects, tuple(sorted(scope.project_ids or ())))
+        return settings_version.cached(key, lambda: [
+            (str(p.id), p.name) for p in db.session.scalars(org.visible_projects_query(user))])
     if source == "desks":
         q = select(Desk).join(Project).order_by(Project.name, Desk.name)
         if not scope.all_projects:

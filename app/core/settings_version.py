@@ -1,8 +1,9 @@
 """A counter the database bumps whenever the settings every list page reads change (triggers, see
-migration 5b1e0c7d9a24): the custom fields and the client statuses. The request's user loader reads
-it in the same statement as the user, so each process keeps what it built from those tables (the
-custom-field columns, the status choices per language) until the counter moves: two queries fewer
-per list page, and a manager's change shows on the next request, whoever made it and however.
+migrations 40ccaae87a52 and ed15380e9dd9): custom fields, client statuses, projects, and each user's
+saved views and column layout. The request's user loader reads it with the staff preference, so each
+process keeps what it built from those tables (custom-field columns, statuses, project choices per
+scope, a user's views and columns) until the counter moves: three queries fewer per list page, and a
+change shows on the next request, whoever made it and however.
 
 The entries live on the application object, so two applications in one process (tests) never share
 them.
@@ -14,7 +15,7 @@ from sqlalchemy import BigInteger, Column, Integer
 from ..extensions import db
 
 # Tables whose rows the cached values are built from; a trigger on each bumps the counter.
-SETTINGS_TABLES = ("custom_field", "client_status")
+SETTINGS_TABLES = ("custom_field", "client_status", "project", "client_list_view", "client_column_layout")
 
 
 class SettingsVersion(db.Model):

@@ -241,7 +241,9 @@ def _settings_version(app):
 def test_every_settings_table_bumps_the_settings_version(app, world):
     """The per-process list settings are keyed by this counter: every kind of change must move it."""
     from app.core.settings_version import SETTINGS_TABLES
-    assert set(SETTINGS_TABLES) == {"custom_field", "client_status"}
+    assert set(SETTINGS_TABLES) == {"custom_field", "client_status", "project", "client_list_view",
+                                    "client_column_layout"}
+    admin_id = world.users["admin"]
     changes = [
         "INSERT INTO custom_field (key, label, label_translations, field_type, options, required, \"order\", active) "
         "VALUES ('probe', 'Probe', '{}', 'text', '[]', false, 1, true)",
@@ -251,6 +253,16 @@ def test_every_settings_table_bumps_the_settings_version(app, world):
         "VALUES ('Probe', '{}', '#000000', 99, false, true)",
         "UPDATE client_status SET label = 'Probe 2' WHERE label = 'Probe'",
         "DELETE FROM client_status WHERE label = 'Probe 2'",
+        "INSERT INTO project (name, key, active, created_at) VALUES ('Probe', 'PRB', true, '2026-01-01')",
+        "UPDATE project SET name = 'Probe 2' WHERE key = 'PRB'",
+        "DELETE FROM project WHERE key = 'PRB'",
+        f"INSERT INTO client_list_view (user_id, name, filters, columns, is_default, created_at) "
+        f"VALUES ({admin_id}, 'Probe', '{{}}', '[]', false, '2026-01-01')",
+        "UPDATE client_list_view SET name = 'Probe 2' WHERE name = 'Probe'",
+        "DELETE FROM client_list_view WHERE name = 'Probe 2'",
+        f"INSERT INTO client_column_layout (user_id, columns, updated_at) VALUES ({admin_id}, '[]', '2026-01-01')",
+        "UPDATE client_column_layout SET columns = '[\"email\"]'",
+        "DELETE FROM client_column_layout",
     ]
     for statement in changes:
         before = _settings_version(app)
@@ -281,3 +293,21 @@ def test_a_status_renamed_in_plain_sql_shows_in_its_chip_on_the_next_request(app
          id=world.status_vip)
     admin.get("/lang/es")
     assert b"Socio oro" in admin.get(url).data
+
+
+def test_views_columns_and_projects_changed_in_plain_sql_show_on_the_next_request(app, world, web):
+    admin = web("admin")
+    page = admin.get(f"/clients/list/?project={world.p1}").get_data(as_text=True)  # all three cached now
+    assert "Project One" in page and "Gold clients" not in page and 'value="phone" checked' in page
+    _sql(app, "INSERT INTO client_list_view (user_id, name, filters, columns, is_default, created_at) "
+              "VALUES (:u, 'Gold clients', '{}', '[]', false, '2026-01-01')", u=world.users["admin"])
+    _sql(app, "INSERT INTO client_column_layout (user_id, columns, updated_at) "
+              "VALUES (:u, '[\"email\", \"id\", \"uid\"]', '2026-01-01')", u=world.users["admin"])
+    _sql(app, "UPDATE project SET name = 'Project Uno' WHERE id = :p", p=world.p1)
+    page = admin.get(f"/clients/list/?project={world.p1}").get_data(as_text=True)
+    assert "Gold clients" in page  # the views menu
+    assert "Project Uno" in page and "Project One" not in page  # the project chip
+    assert 'value="uid" checked' in page and 'value="phone" checked' not in page  # the column layout
+    # another user's cached settings are their own
+    other = web("mgr_p1").get("/clients/list/").get_data(as_text=True)
+    assert "Gold clients" not in other and 'value="phone" checked' in other
