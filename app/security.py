@@ -71,16 +71,20 @@ _REQUEST_STATE = []
 
 
 def _request_state_statement():
-    """SELECT security version, settings version, the user's staff preference (:pk), built once."""
+    """SELECT security version, settings and favourites versions, the user's staff preference (:pk),
+    built once."""
     if not _REQUEST_STATE:
         from sqlalchemy import bindparam, select
+        from sqlalchemy.orm import aliased
 
         from .core.security_version import SecurityVersion
         from .core.settings_version import SettingsVersion
         from .organisation.models import StaffPreference
+        favourites = aliased(SettingsVersion)
         _REQUEST_STATE.append(
-            select(SecurityVersion.value, SettingsVersion.value, StaffPreference)
+            select(SecurityVersion.value, SettingsVersion.value, favourites.value, StaffPreference)
             .select_from(SecurityVersion).join(SettingsVersion, SettingsVersion.id == 1)
+            .join(favourites, favourites.id == 2)
             .outerjoin(StaffPreference, StaffPreference.user_id == bindparam("pk"))
             .where(SecurityVersion.id == 1))
     return _REQUEST_STATE[0]
@@ -93,8 +97,8 @@ class ClientDeskSecurityManager(SecurityManager):
     def load_user(self, pk):
         """The signed-in user of each request, with what every request reads next, in one statement:
         the staff preference (session epoch and language; staff_preference() then finds it without a
-        query), the security version (role_permission_pairs) and the settings version
-        (core.settings_version).
+        query), the security version (role_permission_pairs) and the settings and favourites
+        versions (core.settings_version).
 
         The user with roles and groups (FAB loads them lazily, one query each) is kept per process
         under the security version, which the database bumps on every change of a user, a role or a
@@ -106,7 +110,7 @@ class ClientDeskSecurityManager(SecurityManager):
         except (TypeError, ValueError):
             return None
         row = self.session.execute(_request_state_statement(), {"pk": pk}).first()
-        security, settings, pref = row if row is not None else (None, None, None)
+        security, settings, favourites, pref = row if row is not None else (None, None, None, None)
         kept = self._kept_user(pk, security)
         if kept is None:
             return None
@@ -118,6 +122,8 @@ class ClientDeskSecurityManager(SecurityManager):
                 g._cd_security_version = security
             if settings is not None:
                 g._cd_settings_version = settings
+            if favourites is not None:
+                g._cd_favourites_version = favourites
         return user if user.is_active else None
 
     def _kept_user(self, pk, version):

@@ -102,10 +102,10 @@ def _truncate_domain(db):
                 conn.execute(text(f"DELETE FROM {table}"))
     with db.engine.begin() as conn:
         conn.execute(text("UPDATE uid_counter SET value = 0 WHERE name = 'client'"))
-        # The truncate above ran with triggers off (replica role): move the settings version by hand,
+        # The truncate above ran with triggers off (replica role): move the settings counters by hand,
         # so no process keeps settings cached from the previous test's rows.
         if "settings_version" in existing:
-            conn.execute(text("UPDATE settings_version SET value = value + 1 WHERE id = 1"))
+            conn.execute(text("UPDATE settings_version SET value = value + 1"))
 
 
 @pytest.fixture()

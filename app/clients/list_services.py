@@ -442,6 +442,12 @@ def favourites(user):
     """The user's favourite clients that lie inside their current scope (others are kept but not shown),
     as what the panel shows of each: id, full_name, email and status (every list page renders it)."""
     from types import SimpleNamespace
+    # Whether the user has any favourite at all is kept per process under the favourites version: a
+    # user without favourites (most pages) costs no query.
+    if not settings_version.cached(("has_favourites", user.id), lambda: db.session.scalar(
+            select(ClientFavourite.client_id).where(ClientFavourite.user_id == user.id).limit(1)) is not None,
+            counter=settings_version.FAVOURITES):
+        return []
     q = (select(Client.id, Client.full_name, Client.email, Client.status_id)
          .join(ClientFavourite, ClientFavourite.client_id == Client.id)
          .where(ClientFavourite.user_id == user.id, org.client_scope_clause(Client, user))

@@ -5,12 +5,18 @@ process keeps what it built from those tables (custom-field columns, statuses, p
 scope, a user's views and columns) until the counter moves: three queries fewer per list page, and a
 change shows on the next request, whoever made it and however.
 
+A second counter (row 2, migration e2099cad27a6) follows client_favourite alone: favourites change
+far more often than settings, and only the favourites panel reads them.
+
 The entries live on the application object, so two applications in one process (tests) never share
 them.
 """
 
-from flask import current_app, g
-from sqlalchemy import BigInteger, Column, Integer
+from itertools import chain
+
+from flask import current_app, g, has_app_context
+from sqlalchemy import BigInteger, Column, Integer, event
+from sqlalchemy.orm import Session
 
 from ..extensions import db
 
@@ -24,13 +30,16 @@ class SettingsVersion(db.Model):
     value = Column(BigInteger, nullable=False, default=0, server_default="0")
 
 
-def cached(key, build):
-    """build()'s value, kept per process under the settings version the request read with its user
+SETTINGS, FAVOURITES = 1, 2  # the counters' rows
+
+
+def cached(key, build, counter=SETTINGS):
+    """build()'s value, kept per process under the counter's value the request read with its user
     (else built afresh: a request without a signed-in user, a CLI command or a job)."""
-    version = g.get("_cd_settings_version")
+    version = g.get("_cd_settings_version" if counter == SETTINGS else "_cd_favourites_version")
     if version is None:
         return build()
-    entries = current_app.extensions.setdefault("clientdesk_settings_cache", {})
+    entries = current_app.extensions.setdefault(f"clientdesk_settings_cache_{counter}", {})
     if entries.get("version") != version:
         entries.clear()  # every older entry is dead once the version moved
         entries["version"] = version
@@ -38,6 +47,19 @@ def cached(key, build):
         # Built after the version was read, so the value is at least as new as that version.
         entries[key] = build()
     return entries[key]
+
+
+@event.listens_for(Session, "after_flush")
+def _forget_versions_read_before_a_write(session, flush_context):
+    """A request that changes a counted table itself reads afresh for the rest of the request (its
+    version was read before the write); the next request reads the moved counter."""
+    if not has_app_context():
+        return
+    tables = {getattr(obj, "__tablename__", None) for obj in chain(session.new, session.dirty, session.deleted)}
+    if tables & set(SETTINGS_TABLES):
+        g.pop("_cd_settings_version", None)
+    if "client_favourite" in tables:
+        g.pop("_cd_favourites_version", None)
 
 
 def detached_copy(obj):

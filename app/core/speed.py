@@ -57,7 +57,7 @@ def _filters_memo(original):
 # Per-request memos kept in g (app.security, organisation.services). Cleared when a request starts,
 # so a test that holds one application context across several requests never sees an older answer.
 REQUEST_MEMOS = ("_cd_has_access", "_cd_role_permissions", "_cd_preferences", "_cd_security_version",
-                 "_cd_settings_version")
+                 "_cd_settings_version", "_cd_favourites_version")
 
 
 def _clear_request_memos(sender, **extra):

@@ -96,7 +96,9 @@ def test_favourites_toggle_persist_scope_and_clear(app, world, web, make_client)
     a, b = make_client(first_name="Fav", last_name="One"), make_client(first_name="Fav", last_name="Two")
     foreign = make_client(project_id=world.p2)
     c = web("mgr_p1")
+    assert 'id="cd-fav-count">0<' in c.get("/clients/list/").get_data(as_text=True)  # "no favourites" is kept now
     r = c.post(f"/clients/favourites/{a}", headers={"X-Requested-With": "fetch"})
+    # the toggling request itself answers with the new list (it read the favourites version before writing)
     assert r.get_json()["favourite"] is True and len(r.get_json()["favourites"]) == 1
     r = c.post(f"/clients/favourites/{b}", headers={"X-Requested-With": "fetch"})
     favs = r.get_json()["favourites"]

@@ -311,3 +311,23 @@ def test_views_columns_and_projects_changed_in_plain_sql_show_on_the_next_reques
     # another user's cached settings are their own
     other = web("mgr_p1").get("/clients/list/").get_data(as_text=True)
     assert "Gold clients" not in other and 'value="phone" checked' in other
+
+
+def test_a_favourite_added_in_plain_sql_shows_in_the_panel_on_the_next_request(app, world, web, make_client):
+    """A user without favourites costs no favourites query; the favourites version ends that at once."""
+    from sqlalchemy import text
+    client_id = make_client(project_id=world.p1, email="fav.probe@example.org")
+    admin = web("admin")
+    assert "fav.probe@example.org" not in admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
+    with app.app_context():
+        before = db.session.execute(text("SELECT value FROM settings_version WHERE id = 2")).scalar()
+        db.session.remove()
+    _sql(app, "INSERT INTO client_favourite (user_id, client_id, created_at) VALUES (:u, :c, '2026-01-01')",
+         u=world.users["admin"], c=client_id)
+    with app.app_context():
+        assert db.session.execute(text("SELECT value FROM settings_version WHERE id = 2")).scalar() > before
+        db.session.remove()
+    page = admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
+    assert 'id="cd-fav-count">1<' in page and "fav.probe@example.org" in page  # the panel, not a row
+    _sql(app, "DELETE FROM client_favourite")
+    assert 'id="cd-fav-count">0<' in admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
