@@ -417,35 +417,43 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
             states=forms.STATE_LABELS, choices_url=url_for("ClientModelView.list_choices"),
         )
 
+    # Up to this OFFSET a page is one statement; deeper pages find their ids first (below).
+    SHALLOW_OFFSET = 1000
+
     def _page_rows(self, filters, order_column, order_direction, page, page_size, columns=()):
         """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
         comes from list_total, which the page loads asynchronously."""
         from sqlalchemy.orm import joinedload, lazyload, load_only, selectinload
         joined = filters.get_joined_filters(self._base_filters)
+
+        def filtered_and_sorted(q):
+            special = list_services.order_by_special(order_column, order_direction)  # tags, custom fields
+            if special is not None:
+                return self.datamodel.apply_all(q, joined).order_by(*special)
+            return self.datamodel.apply_all(q, joined, order_column, order_direction)
+
+        # The columns and relations the visible columns show (a client joins project, desk and manager
+        # by default); the tags in one extra query when shown.
+        options = [lazyload("*"), load_only(*[getattr(Client, name) for name in list_services.row_attributes(columns)])]
+        options += [joinedload(getattr(Client, rel)) for rel in list_services.RELATION_COLUMNS if rel in columns]
+        if "tags" in columns:
+            options.append(selectinload(Client.tags))
+        offset = page * page_size
+        if offset <= self.SHALLOW_OFFSET:
+            rows = filtered_and_sorted(db.session.query(Client).options(*options)).offset(offset).limit(
+                page_size + 1).all()
+            return rows[:page_size], len(rows) > page_size
         # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
-        # eager joins and wide rows), then the full rows of just those ids.
-        q = db.session.query(Client).options(lazyload("*"))
-        special = list_services.order_by_special(order_column, order_direction)  # tags, custom fields
-        if special is not None:
-            q = self.datamodel.apply_all(q, joined).order_by(*special)
-        else:
-            q = self.datamodel.apply_all(q, joined, order_column, order_direction)
-        ids = [cid for (cid,) in q.with_entities(Client.id).offset(page * page_size).limit(page_size + 1)]
+        # joins and wide rows of every skipped client), then the rows of just those ids.
+        ids = [cid for (cid,) in filtered_and_sorted(db.session.query(Client).options(lazyload("*")))
+               .with_entities(Client.id).offset(offset).limit(page_size + 1)]
         more = len(ids) > page_size
         ids = ids[:page_size]
         if not ids:
             return [], more
-        # Only the relations the visible columns show (a client joins project, desk, manager and
-        # status by default); the tags in one extra query when shown.
-        loaded = [getattr(Client, name) for name in list_services.row_attributes(columns)]
-        full = db.session.query(Client).options(lazyload("*"), load_only(*loaded)).filter(Client.id.in_(ids))
-        shown = [joinedload(getattr(Client, rel)) for rel in list_services.RELATION_COLUMNS if rel in columns]
-        if "tags" in columns:
-            shown.append(selectinload(Client.tags))
-        if shown:
-            full = full.options(*shown)
         position = {cid: n for n, cid in enumerate(ids)}
-        return sorted(full.all(), key=lambda c: position[c.id]), more
+        full = db.session.query(Client).options(*options).filter(Client.id.in_(ids)).all()
+        return sorted(full, key=lambda c: position[c.id]), more
 
     @expose("/list/total")
     @has_access

@@ -209,7 +209,8 @@ def test_many_filters_fold_into_other_filters(app, world, web, make_client):
     assert len(chips(html)) == 6
 
 
-def test_total_is_exact_and_scoped_and_the_page_runs_no_count(app, world, web, make_client):
+def test_total_is_exact_and_scoped_and_the_page_runs_no_count(app, world, web, make_client, monkeypatch):
+    from app.clients.views import ClientModelView
     for _ in range(30):
         make_client()
     make_client(client_type="business", company_name="Biz")
@@ -219,11 +220,19 @@ def test_total_is_exact_and_scoped_and_the_page_runs_no_count(app, world, web, m
         html = c.get("/clients/list/").get_data(as_text=True)
     assert len(row_ids(html)) == 25 and 'id="cd-next"' in html
     assert not any("count(" in s.lower() and "client" in s.lower() for s in statements)
-    client_selects = [s for s in statements if re.search(r"FROM client(\s|$)", s) and "client_favourite" not in s]
-    # two queries for the rows whatever the page size: the page's ids (index only), then those rows
-    # with their desk/manager/status joined; no per-row lookups
-    assert len(client_selects) == 2
-    assert "LIMIT" in client_selects[0] and "JOIN" not in client_selects[0]
+    def client_selects():
+        return [s for s in statements if re.search(r"FROM client(\s|$)", s) and "client_favourite" not in s]
+    # a shallow page is one query whatever the page size: the rows with their desk joined; no per-row lookups
+    assert len(client_selects()) == 1
+    assert "LIMIT" in client_selects()[0] and "JOIN desk" in client_selects()[0]
+    # a deep page finds its ids first (index only, no join), then those rows
+    monkeypatch.setattr(ClientModelView, "SHALLOW_OFFSET", 0)
+    with sql_statements(app) as statements:
+        html = c.get("/clients/list/?page_ClientModelView=1").get_data(as_text=True)
+    assert len(row_ids(html)) == 6 and 'id="cd-prev"' in html and 'id="cd-next"' not in html
+    assert len(client_selects()) == 2
+    assert "LIMIT" in client_selects()[0] and "JOIN" not in client_selects()[0]
+    assert "LIMIT" not in client_selects()[1] and "JOIN desk" in client_selects()[1]
     assert c.get("/clients/list/total").get_json() == {"total": 31, "counts": {"personal": 30, "business": 1,
                                                                                 "all": 31}}
     assert c.get("/clients/list/total?type=business").get_json()["total"] == 1
