@@ -84,6 +84,7 @@ def _domain():
 def install(app):
     request_started.connect(_clear_request_memos, app)
     app.jinja_env.globals["cd_navbar"] = navbar
+    app.jinja_env.globals["cd_fragment"] = fragment
     if not hasattr(Domain.get_translations, "_cd_original"):
         Domain.get_translations = _translations_memo(Domain.get_translations)
     if not hasattr(Filters._get_filters, "_cd_original"):
@@ -140,3 +141,29 @@ def navbar():
             _NAVBAR_CACHE.clear()
         html = _NAVBAR_CACHE[key] = render()
     return html
+
+
+# --------------------------------------------------------------------------- static fragments
+# Parts of a page whose HTML depends only on a few flags and the language (the list's bulk forms)
+# are rendered once per process for each; the CSRF token, the one per-request value, is put in.
+
+_FRAGMENTS = {}
+_FRAGMENTS_MAX = 256
+CSRF_MARK = "cd-csrf-token-placeholder"
+
+
+def fragment(template, key, **context):
+    """`template` rendered with `context`, kept per (template, key, language, script root); the
+    template writes {{ csrf_mark }} where the request's CSRF token goes. `key` must determine
+    everything else the template reads."""
+    from flask import render_template, request
+    from flask_babel import get_locale
+    from flask_wtf.csrf import generate_csrf
+    from markupsafe import Markup, escape
+    cache_key = (template, repr(key), str(get_locale()), request.script_root)
+    html = _FRAGMENTS.get(cache_key)
+    if html is None:
+        if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+            _FRAGMENTS.clear()
+        html = _FRAGMENTS[cache_key] = render_template(template, csrf_mark=CSRF_MARK, **context)
+    return Markup(html.replace(CSRF_MARK, str(escape(generate_csrf()))))  # noqa: S704 (autoescaped template output)

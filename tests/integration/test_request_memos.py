@@ -331,3 +331,33 @@ def test_a_favourite_added_in_plain_sql_shows_in_the_panel_on_the_next_request(a
     assert 'id="cd-fav-count">1<' in page and "fav.probe@example.org" in page  # the panel, not a row
     _sql(app, "DELETE FROM client_favourite")
     assert 'id="cd-fav-count">0<' in admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
+
+
+def test_the_kept_bulk_forms_carry_each_requests_csrf_token_permissions_and_language(app, world, web):
+    """The bulk forms are rendered once per (permissions, language); the token is the request's own."""
+    import re
+    first, second, viewer = web("admin"), web("mgr_p1"), web("viewer_p1")  # signed in before CSRF is on
+    app.config["WTF_CSRF_ENABLED"] = True
+    try:
+        def forms(c):
+            html = c.get("/clients/list/").get_data(as_text=True)
+            meta = re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+            start = html.index('id="cd-bulk-reassign"') if 'id="cd-bulk-reassign"' in html else html.index(
+                'id="cd-bulk-state"')
+            tokens = set(re.findall(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                                    r'name="csrf_token" value="([^"]+)"', html[start:start + 20000]))
+            return html, meta, {t for pair in tokens for t in pair if t}
+
+        html, meta, tokens = forms(first)
+        assert 'id="cd-bulk-reassign"' in html and tokens == {meta}
+        # another session: its own token
+        html2, meta2, tokens2 = forms(second)
+        assert tokens2 == {meta2} and meta2 != meta and "cd-csrf-token-placeholder" not in html2
+        # other permissions: other forms
+        assert 'id="cd-bulk-reassign"' not in viewer.get("/clients/list/").get_data(as_text=True)
+        first.get("/lang/es")
+        html_es, _, _ = forms(first)
+        assert "Reasignar" in html_es and "Edición masiva" in html_es
+        first.get("/lang/en")
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = False
