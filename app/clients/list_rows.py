@@ -6,9 +6,15 @@ each column has its own cell function, looked up once per page, and every value 
 escape(). The header, the empty state and the page around it stay in list_widget.html.
 """
 
+from types import SimpleNamespace
+
 from flask import url_for
 from flask_babel import gettext as _
 from markupsafe import Markup, escape
+from sqlalchemy import select
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
 
 DATE_COLUMNS = ("created_at", "updated_at", "last_login_at", "last_action_at", "future_action_at",
                 "last_duplicate_at")
@@ -74,6 +80,62 @@ def _cell_functions(key, ctx):
             return _plain(value)
         return custom
     return lambda c: _plain(getattr(c, key))
+
+
+def row_select(columns):
+    """([client columns and related names to select], [(related table, ON clause) to outer-join]) for
+    the visible `columns`: only what their cells show (list_services.row_attributes)."""
+    from flask_appbuilder.security.sqla.models import User
+
+    from ..organisation.models import Desk, Project
+    from . import list_services
+    from .models import Client
+    wanted = [getattr(Client, name) for name in list_services.row_attributes(columns)]
+    joins = []
+    if "desk" in columns:
+        desk = aliased(Desk)
+        wanted += [desk.name.label("desk__name"), desk.label.label("desk__label")]
+        joins.append((desk, desk.id == Client.desk_id))
+    if "project" in columns:
+        project = aliased(Project)
+        wanted.append(project.name.label("project__name"))
+        joins.append((project, project.id == Client.project_id))
+    if "manager" in columns:
+        manager = aliased(User)
+        wanted += [manager.first_name.label("manager__first_name"), manager.last_name.label("manager__last_name")]
+        joins.append((manager, manager.id == Client.manager_id))
+    return wanted, joins
+
+
+def page_rows(records, columns):
+    """Row objects for render_rows from the plain records of row_select: each selected client attribute,
+    the related desk, project and manager shown as their models show them, the comments as the client
+    model shortens them, the tags (one query for the page) by name."""
+    from ..organisation.models import Desk, Project
+    from .models import Client, Tag, client_tag
+    rows = []
+    for record in records:
+        row = SimpleNamespace(**record._mapping)
+        if "desk" in columns:
+            row.desk = Desk.__repr__(SimpleNamespace(name=row.desk__name, label=row.desk__label)) \
+                if row.desk_id is not None else None
+        if "project" in columns:
+            row.project = Project.__repr__(SimpleNamespace(name=row.project__name))
+        if "manager" in columns:
+            row.manager = SimpleNamespace(first_name=row.manager__first_name, last_name=row.manager__last_name) \
+                if row.manager_id is not None else None
+        if "comments" in columns:
+            row.comments = Client.comments.fget(row)
+        rows.append(row)
+    if "tags" in columns and rows:
+        tags = {row.id: [] for row in rows}
+        for client_id, name in db.session.execute(
+                select(client_tag.c.client_id, Tag.name).join(Tag, Tag.id == client_tag.c.tag_id)
+                .where(client_tag.c.client_id.in_(list(tags))).order_by(Tag.name)):
+            tags[client_id].append(SimpleNamespace(name=name))
+        for row in rows:
+            row.tags = tags[row.id]
+    return rows
 
 
 def render_rows(rows, columns, favourite_ids, can_edit, can_add_action, can_change_project, country_name,

@@ -59,7 +59,7 @@ COLUMNS = {
 RELATION_COLUMNS = ("desk", "manager", "project")
 # The client attributes a list column shows, where they differ from the column's key.
 COLUMN_ATTRIBUTES = {"comments": ("description",), "status": ("status_id",), "tags": (),
-                     **{key: () for key in RELATION_COLUMNS}}
+                     **{key: (f"{key}_id",) for key in RELATION_COLUMNS}}
 
 
 def row_attributes(columns):

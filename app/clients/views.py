@@ -423,7 +423,7 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
     def _page_rows(self, filters, order_column, order_direction, page, page_size, columns=()):
         """One page of rows with LIMIT page_size+1 and no COUNT (fab5-notes §6): the exact total
         comes from list_total, which the page loads asynchronously."""
-        from sqlalchemy.orm import joinedload, lazyload, load_only, selectinload
+        from sqlalchemy.orm import lazyload
         joined = filters.get_joined_filters(self._base_filters)
 
         def filtered_and_sorted(q):
@@ -432,28 +432,30 @@ class ClientModelView(ServiceFormMixin, ScopedModelView):
                 return self.datamodel.apply_all(q, joined).order_by(*special)
             return self.datamodel.apply_all(q, joined, order_column, order_direction)
 
-        # The columns and relations the visible columns show (a client joins project, desk and manager
-        # by default); the tags in one extra query when shown.
-        options = [lazyload("*"), load_only(*[getattr(Client, name) for name in list_services.row_attributes(columns)])]
-        options += [joinedload(getattr(Client, rel)) for rel in list_services.RELATION_COLUMNS if rel in columns]
-        if "tags" in columns:
-            options.append(selectinload(Client.tags))
+        # Plain rows of just the columns the visible columns show, with the names of the related desk,
+        # project and manager joined when shown (list_rows.page_rows turns them into row objects).
+        wanted, joins = list_rows.row_select(columns)
+
+        def with_rows(q):
+            q = q.with_entities(*wanted)
+            for target, on in joins:
+                q = q.outerjoin(target, on)
+            return q
         offset = page * page_size
         if offset <= self.SHALLOW_OFFSET:
-            rows = filtered_and_sorted(db.session.query(Client).options(*options)).offset(offset).limit(
-                page_size + 1).all()
-            return rows[:page_size], len(rows) > page_size
-        # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
-        # joins and wide rows of every skipped client), then the rows of just those ids.
-        ids = [cid for (cid,) in filtered_and_sorted(db.session.query(Client).options(lazyload("*")))
-               .with_entities(Client.id).offset(offset).limit(page_size + 1)]
-        more = len(ids) > page_size
-        ids = ids[:page_size]
-        if not ids:
-            return [], more
-        position = {cid: n for n, cid in enumerate(ids)}
-        full = db.session.query(Client).options(*options).filter(Client.id.in_(ids)).all()
-        return sorted(full, key=lambda c: position[c.id]), more
+            records = with_rows(filtered_and_sorted(db.session.query(Client).options(lazyload("*")))).offset(
+                offset).limit(page_size + 1).all()
+            more, records = len(records) > page_size, records[:page_size]
+        else:
+            # Deferred join: the page's ids first (filters, sort and OFFSET walk an index, without the
+            # joins and wide rows of every skipped client), then the rows of just those ids.
+            ids = [cid for (cid,) in filtered_and_sorted(db.session.query(Client).options(lazyload("*")))
+                   .with_entities(Client.id).offset(offset).limit(page_size + 1)]
+            more, ids = len(ids) > page_size, ids[:page_size]
+            position = {cid: n for n, cid in enumerate(ids)}
+            records = sorted(with_rows(db.session.query(Client)).filter(Client.id.in_(ids)).all(),
+                             key=lambda r: position[r.id]) if ids else []
+        return list_rows.page_rows(records, columns), more
 
     @expose("/list/total")
     @has_access

@@ -269,6 +269,35 @@ def test_every_value_column_sorts_with_optional_columns(app, world, web, make_cl
                 assert r.status_code == 200, order
 
 
+def test_every_column_shows_its_value_with_no_query_per_row(app, world, web, make_client, custom_fields):
+    """The rows are plain records of just the visible columns: each cell still shows what the client
+    card shows (related names, shortened comments, tags A-Z, custom values), for any number of rows."""
+    from app.clients import list_services
+    long_text = "A note about this client that runs well past sixty characters, to be cut."
+    target = make_client(first_name="Zed", last_name="Zulu", country="US", desk_id=world.d1a,
+                         manager_id=world.users["mgr_p1"], status_id=world.status_vip, tags=["hot", "alpha"],
+                         description=long_text, custom_fields={"size": 7, "topics": ["forex", "crypto"]})
+    for _ in range(5):
+        make_client(desk_id=world.d1b, tags=["x"])
+    c = web("admin")
+    keys = list(list_services.COLUMNS) + ["cf_size", "cf_topics"]
+    c.post("/clients/columns", data={"column": keys, "op": "save"})
+    with sql_statements(app) as statements:
+        html = c.get("/clients/list/").get_data(as_text=True)
+    row = re.search(rf'<tr data-id="{target}">(.*?)</tr>', html, re.S).group(1)
+    cell = dict(re.findall(r'<td data-column="([^"]+)">(.*?)</td>', row, re.S))
+    assert set(keys) <= set(cell)
+    assert cell["full_name"] == "Zed Zulu" and cell["desk"] == "Desk 1a" and cell["project"] == "Project One"
+    assert cell["manager"] == "Mgr_P1 Tester" and cell["country"] == "United States"
+    assert "VIP" in cell["status"] and "#654321" in cell["status"]
+    assert cell["comments"] == long_text[:57] + "…"
+    assert re.findall(r'cd-tag">([^<]+)<', cell["tags"]) == ["alpha", "hot"]
+    assert cell["cf_size"] == "7" and cell["cf_topics"] == "forex, crypto"
+    client_selects = [s for s in statements if re.search(r"FROM client(\s|$)|FROM client_tag", s)
+                      and "client_favourite" not in s]
+    assert len(client_selects) == 2  # the rows, then the page's tags: 6 rows, no query per row
+
+
 def test_rest_list_uses_the_same_filters(app, world, web, make_client):
     target = make_client(email="rest.50%@gmail.com", country="DE")
     make_client(email="rest.500@gmail.com", country="DE")
