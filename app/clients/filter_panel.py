@@ -6,8 +6,20 @@ its branches and translated labels. Every value goes through escape(); the optio
 choice filters carry just the selected options (the rest load from list_choices on first use).
 """
 
-from flask_babel import gettext as _
+from flask_babel import get_locale, gettext as _
 from markupsafe import Markup, escape
+
+# The panel's fixed labels (filters, date presets, text operators, its own words), translated and
+# escaped once per process and language: {(language, what): …}.
+_FIXED = {}
+
+
+def _fixed(what, build):
+    key = (str(get_locale() or "en"), what)
+    found = _FIXED.get(key)
+    if found is None:
+        found = _FIXED[key] = build()
+    return found
 
 
 def option_tags(pairs, selected):
@@ -53,8 +65,8 @@ def _date_range(raw_key, label, args, presets, t):
             f'value="{escape(args.get(raw_key + "_to", ""))}" aria-label="{label} {t.to}" title="{t.to}"></div>')
 
 
-def _spec_control(spec, choices, args, presets, text_ops, t):
-    key, label = escape(spec.key), escape(str(spec.label))
+def _spec_control(spec, label, choices, args, presets, text_ops, t):
+    key = escape(spec.key)
     if spec.kind in ("choice", "tags"):
         # Several values: OR within this filter, AND with the other filters.
         return (f'<select name="{key}" id="f-{key}" class="form-control input-sm cd-multi" multiple size="4" '
@@ -98,15 +110,19 @@ def _custom_control(key, cf, args, presets, t):
 
 def render_filter_panel(filter_specs, custom_filters, args, active_count, presets, text_ops, drop_url):
     """The <details> panel: every fixed filter, then the active custom fields, Apply and Drop filters."""
-    t = _Text()
-    presets, text_ops = list(presets.items()), list(text_ops.items())
+    t = _fixed("text", _Text)
+    presets = _fixed("presets", lambda: [(value, str(label)) for value, label in presets.items()])
+    text_ops = _fixed("text_ops", lambda: [(value, str(label)) for value, label in text_ops.items()])
+    labels = _fixed(("specs", tuple(spec.key for spec, _ in filter_specs)),
+                    lambda: {spec.key: escape(str(spec.label)) for spec, _ in filter_specs})
     out = [f'<details class="cd-filters" id="cd-filters"{" open" if active_count else ""}>'
            f'<summary class="btn btn-default btn-sm">{t.filters}'
            f'{f" ({active_count})" if active_count else ""}</summary><div class="cd-filter-grid">']
     for spec, choices in filter_specs:
         key = escape(spec.key)
+        label = labels[spec.key]
         out.append(f'<div class="form-group cd-filter" data-filter="{key}"><label for="f-{key}">'
-                   f'{escape(str(spec.label))}</label>{_spec_control(spec, choices, args, presets, text_ops, t)}</div>')
+                   f'{label}</label>{_spec_control(spec, label, choices, args, presets, text_ops, t)}</div>')
     for key, cf in custom_filters.items():
         ekey = escape(key)
         out.append(f'<div class="form-group cd-filter" data-filter="{ekey}" data-type="{escape(cf.field_type)}">'

@@ -682,15 +682,26 @@ def _url_builder(args):
     """url_with(**changes): this list URL with parameters changed (None removes) and page reset."""
     base = url_for("ClientModelView.list")  # once: a page builds a few dozen of these links
 
+    # Percent-encode everything: the search text never appears raw in the page's links. Each of the
+    # page's own parameters is encoded once; a link encodes only what it changes.
+    encoded = [(k, urlencode([(k, v) for v in args.getlist(k)])) for k in args.keys() if not k.startswith("page_")]
+    own = {k for k, _ in encoded}
+
     def url_with(_remove=(), **changes):
-        params = {k: args.getlist(k) for k in args.keys() if k not in _remove and not k.startswith("page_")}
-        for key, value in changes.items():
-            if value is None:
-                params.pop(key, None)
+        parts = []
+        for key, query in encoded:
+            if key in _remove:
+                continue
+            if key in changes:  # changed in place
+                value = changes[key]
+                if value is not None:
+                    parts.append(urlencode([(key, v) for v in (value if isinstance(value, list) else [value])]))
             else:
-                params[key] = value
-        # Percent-encode everything: the search text never appears raw in the page's links.
-        query = urlencode([(k, v) for k, vs in params.items() for v in (vs if isinstance(vs, list) else [vs])])
+                parts.append(query)
+        for key, value in changes.items():  # new (or removed and set again): at the end
+            if value is not None and (key not in own or key in _remove):
+                parts.append(urlencode([(key, v) for v in (value if isinstance(value, list) else [value])]))
+        query = "&".join(p for p in parts if p)
         return base + ("?" + query if query else "")
     return url_with
 

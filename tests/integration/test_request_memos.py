@@ -65,8 +65,11 @@ def test_menu_and_page_follow_a_language_switch(app, world, web):
     html = c.get("/clients/list/").get_data(as_text=True)
     assert "Logout" not in html and "Salir" in html
     assert "Buscar" in html  # the page's own strings too
+    # the filter panel's labels, presets and operators (kept per language)
+    assert ">Apellidos</label>" in html and "Rango personalizado" in html and ">Last name</label>" not in html
     c.get("/lang/en")
-    assert "Logout" in c.get("/clients/list/").get_data(as_text=True)
+    html = c.get("/clients/list/").get_data(as_text=True)
+    assert "Logout" in html and ">Last name</label>" in html and "Custom range" in html
 
 
 def test_route_access_follows_a_permission_change_within_one_app_context(app, custom_user):
