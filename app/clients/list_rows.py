@@ -1,9 +1,11 @@
-"""The body rows of the clients table (CL-LIST-1/2/7/8) as HTML, built in Python.
+"""The body rows of the clients table (CL-LIST-1/2/7/8): what they are built from, and their HTML.
 
-The page shows up to 500 rows of the user's columns; as a Jinja loop with a chain of column tests
-per cell this was a sixth of the page's time at one million clients (bench/list_bench.py). Here
-each column has its own cell function, looked up once per page, and every value goes through
-escape(). The header, the empty state and the page around it stay in list_widget.html.
+row_select names the columns a page reads (only what the visible columns show) and page_rows turns
+the plain records into row objects: no ORM instances, whose loading cost more than the rows' SQL.
+render_rows builds the <tr> elements in Python: as a Jinja loop with a chain of column tests per
+cell it was a sixth of the page's time at one million clients (bench/list_bench.py). Each column has
+its own cell function, looked up once per page, and every value goes through escape(). The header,
+the empty state and the page around it stay in list_widget.html.
 """
 
 from types import SimpleNamespace
