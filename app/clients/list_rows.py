@@ -34,18 +34,27 @@ def _cell_functions(key, ctx):
     if key == "client_type":
         business, personal = escape(_("Business")), escape(_("Personal"))
         return lambda c: business if c.client_type == "business" else personal
-    if key == "country":
-        country_name = ctx["country_name"]
-        return lambda c: escape(country_name(c.country))
+    if key == "country":  # each country's name once per page (rows share a few countries)
+        country_name, names = ctx["country_name"], {}
+
+        def country(c):
+            code = c.country
+            if code not in names:
+                names[code] = escape(country_name(code))
+            return names[code]
+        return country
     if key in ("desk", "project"):
         return lambda c: escape(getattr(c, key) or "")
-    if key == "status":
-        statuses = ctx["statuses"]
+    if key == "status":  # each status's label once per page
+        statuses, shown = ctx["statuses"], {}
 
         def status(c):
-            found = statuses.get(c.status_id)
-            return f'<span class="label" style="background:{escape(found.colour)}">{escape(found)}</span>' \
-                if found is not None else ""
+            sid = c.status_id
+            if sid not in shown:
+                found = statuses.get(sid)
+                shown[sid] = f'<span class="label" style="background:{escape(found.colour)}">{escape(found)}</span>' \
+                    if found is not None else ""
+            return shown[sid]
         return status
     if key == "manager":
         return lambda c: f"{escape(c.manager.first_name)} {escape(c.manager.last_name)}" if c.manager else ""
