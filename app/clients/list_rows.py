@@ -93,9 +93,24 @@ def _cell_functions(key, ctx):
     return lambda c: _plain(getattr(c, key))
 
 
+_ROW_SELECTS = {}
+_ROW_SELECTS_MAX = 256
+
+
 def row_select(columns):
     """([client columns and related names to select], [(related table, ON clause) to outer-join]) for
-    the visible `columns`: only what their cells show (list_services.row_attributes)."""
+    the visible `columns`: only what their cells show (list_services.row_attributes). The expressions
+    are immutable, so each column list's are built once per process (aliases cost ~0.5 ms a page)."""
+    key = tuple(columns)
+    found = _ROW_SELECTS.get(key)
+    if found is None:
+        if len(_ROW_SELECTS) >= _ROW_SELECTS_MAX:
+            _ROW_SELECTS.clear()
+        found = _ROW_SELECTS[key] = _build_row_select(key)
+    return found
+
+
+def _build_row_select(columns):
     from flask_appbuilder.security.sqla.models import User
 
     from ..organisation.models import Desk, Project
