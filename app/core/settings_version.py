@@ -31,6 +31,7 @@ class SettingsVersion(db.Model):
 
 
 SETTINGS, FAVOURITES = 1, 2  # the counters' rows
+_MAX_ENTRIES = 4096
 
 
 def cached(key, build, counter=SETTINGS):
@@ -44,6 +45,9 @@ def cached(key, build, counter=SETTINGS):
         entries.clear()  # every older entry is dead once the version moved
         entries["version"] = version
     if key not in entries:
+        if len(entries) > _MAX_ENTRIES:  # per-user entries: a bound on a process's memory
+            entries.clear()
+            entries["version"] = version
         # Built after the version was read, so the value is at least as new as that version.
         entries[key] = build()
     return entries[key]

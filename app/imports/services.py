@@ -201,6 +201,7 @@ def check_mapping(mapping, width):
 # file with the same headers in any order. Mappings are private: another user's id is a 404.
 
 _MAPPING_NOT_FOUND = _l("Saved mapping not found.")
+_MAPPING_NAME_TAKEN = _l("You already have a saved mapping with this name.")
 
 
 def list_mappings(user):
@@ -231,8 +232,18 @@ def _mapping_name(user, name, exclude_id=None):
         others = others.where(ImportMapping.id != exclude_id)
     taken = {n.casefold() for n in db.session.scalars(others)}
     if name.casefold() in taken:
-        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
+        raise ValidationFailed({"name": [_MAPPING_NAME_TAKEN]})
     return name
+
+
+def _commit_named(mapping):
+    """Commit a saved or renamed mapping; the same name taken concurrently is the usual name error."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ValidationFailed({"name": [_MAPPING_NAME_TAKEN]})
+    return mapping
 
 
 def save_mapping(user, job, name):
@@ -249,24 +260,14 @@ def save_mapping(user, job, name):
         raise ValidationFailed({"mapping": [_l("Map at least one column before saving the mapping.")]})
     mapping = ImportMapping(user_id=user.id, name=name, columns=columns)
     db.session.add(mapping)
-    try:
-        db.session.commit()
-    except IntegrityError:   # the same name saved concurrently
-        db.session.rollback()
-        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
-    return mapping
+    return _commit_named(mapping)
 
 
 def rename_mapping(user, mapping_id, name):
     """Give one of the user's saved mappings another name (same rules as saving); returns it."""
     mapping = get_mapping(user, mapping_id)
     mapping.name = _mapping_name(user, name, exclude_id=mapping.id)
-    try:
-        db.session.commit()
-    except IntegrityError:  # the same name taken concurrently
-        db.session.rollback()
-        raise ValidationFailed({"name": [_l("You already have a saved mapping with this name.")]})
-    return mapping
+    return _commit_named(mapping)
 
 
 def delete_mapping(user, mapping_id):

@@ -98,12 +98,20 @@ def test_logout_still_ends_a_copied_session(app, world):
     assert thief.get("/clients/list/").status_code == 302
 
 
-def _version(app):
+def _version(app, table="security_version", row=1):
+    """A counter's value: the security version, or settings_version row 1 (settings) or 2 (favourites)."""
     from sqlalchemy import text
     with app.app_context():
-        value = db.session.execute(text("SELECT value FROM security_version WHERE id = 1")).scalar()
+        value = db.session.execute(text(f"SELECT value FROM {table} WHERE id = :row"), {"row": row}).scalar()
         db.session.remove()
     return value
+
+
+def _each_bumps(app, changes, table="security_version", row=1):
+    for statement in changes:
+        before = _version(app, table, row)
+        _sql(app, statement)
+        assert _version(app, table, row) > before, statement
 
 
 def _sql(app, statement, **params):
@@ -135,10 +143,7 @@ def test_every_permission_table_bumps_the_security_version(app, custom_user):
         "DELETE FROM ab_view_menu WHERE name = 'CdProbe'",
         "DELETE FROM ab_permission WHERE name = 'cd_probe2'",
     ]
-    for statement in changes:
-        before = _version(app)
-        _sql(app, statement)
-        assert _version(app) > before, statement
+    _each_bumps(app, changes)
 
 
 def test_every_user_table_bumps_the_security_version(app, custom_user):
@@ -164,10 +169,7 @@ def test_every_user_table_bumps_the_security_version(app, custom_user):
         "DELETE FROM ab_group WHERE name = 'probe'",
         "DELETE FROM ab_role WHERE name = 'Probe role 2'",
     ]
-    for statement in changes:
-        before = _version(app)
-        _sql(app, statement)
-        assert _version(app) > before, statement
+    _each_bumps(app, changes)
 
 
 def test_a_user_changed_in_plain_sql_is_seen_on_the_next_request(app, custom_user):
@@ -233,14 +235,6 @@ def test_a_grant_changed_in_plain_sql_applies_on_the_next_request(app, custom_us
 
 # --- the settings version (app/core/settings_version.py): custom fields and statuses ---------------
 
-def _settings_version(app):
-    from sqlalchemy import text
-    with app.app_context():
-        value = db.session.execute(text("SELECT value FROM settings_version WHERE id = 1")).scalar()
-        db.session.remove()
-    return value
-
-
 def test_every_settings_table_bumps_the_settings_version(app, world):
     """The per-process list settings are keyed by this counter: every kind of change must move it."""
     from app.core.settings_version import SETTINGS_TABLES
@@ -267,10 +261,7 @@ def test_every_settings_table_bumps_the_settings_version(app, world):
         "UPDATE client_column_layout SET columns = '[\"email\"]'",
         "DELETE FROM client_column_layout",
     ]
-    for statement in changes:
-        before = _settings_version(app)
-        _sql(app, statement)
-        assert _settings_version(app) > before, statement
+    _each_bumps(app, changes, "settings_version")
 
 
 def test_a_custom_field_changed_in_plain_sql_shows_in_the_list_on_the_next_request(app, world, web):
@@ -318,18 +309,13 @@ def test_views_columns_and_projects_changed_in_plain_sql_show_on_the_next_reques
 
 def test_a_favourite_added_in_plain_sql_shows_in_the_panel_on_the_next_request(app, world, web, make_client):
     """A user without favourites costs no favourites query; the favourites version ends that at once."""
-    from sqlalchemy import text
     client_id = make_client(project_id=world.p1, email="fav.probe@example.org")
     admin = web("admin")
     assert "fav.probe@example.org" not in admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
-    with app.app_context():
-        before = db.session.execute(text("SELECT value FROM settings_version WHERE id = 2")).scalar()
-        db.session.remove()
+    before = _version(app, "settings_version", 2)
     _sql(app, "INSERT INTO client_favourite (user_id, client_id, created_at) VALUES (:u, :c, '2026-01-01')",
          u=world.users["admin"], c=client_id)
-    with app.app_context():
-        assert db.session.execute(text("SELECT value FROM settings_version WHERE id = 2")).scalar() > before
-        db.session.remove()
+    assert _version(app, "settings_version", 2) > before
     page = admin.get("/clients/list/?q=nomatch").get_data(as_text=True)
     assert 'id="cd-fav-count">1<' in page and "fav.probe@example.org" in page  # the panel, not a row
     _sql(app, "DELETE FROM client_favourite")
