@@ -155,11 +155,14 @@ def clean_columns(columns, known=None):
     return out[:MAX_COLUMNS]
 
 
+def _layout_columns(stored):
+    """The columns a stored layout shows: the default ones when none is stored."""
+    return clean_columns(stored) if stored else list(DEFAULT_COLUMNS)
+
+
 def column_layout(user):
     layout = db.session.get(ClientColumnLayout, user.id)
-    if layout is None or not layout.columns:
-        return list(DEFAULT_COLUMNS)
-    return clean_columns(layout.columns)
+    return _layout_columns(layout.columns if layout is not None else None)
 
 
 def list_settings(user):
@@ -175,7 +178,7 @@ def list_settings(user):
             .where(User.id == user.id).order_by(ClientListView.name)).all()
         layout = rows[0][0] if rows else None
         return ([settings_version.detached_copy(view) for _, view in rows if view is not None],
-                clean_columns(layout) if layout else list(DEFAULT_COLUMNS))
+                _layout_columns(layout))
     views, columns = settings_version.cached(("list_settings", user.id), build)
     return list(views), list(columns)
 

@@ -684,7 +684,9 @@ def _url_builder(args):
 
     # Percent-encode everything: the search text never appears raw in the page's links. Each of the
     # page's own parameters is encoded once; a link encodes only what it changes.
-    encoded = [(k, urlencode([(k, v) for v in args.getlist(k)])) for k in args.keys() if not k.startswith("page_")]
+    def encode(key, values):
+        return urlencode([(key, v) for v in (values if isinstance(values, list) else [values])])
+    encoded = [(k, encode(k, args.getlist(k))) for k in args.keys() if not k.startswith("page_")]
     own = {k for k, _ in encoded}
 
     def url_with(_remove=(), **changes):
@@ -695,12 +697,12 @@ def _url_builder(args):
             if key in changes:  # changed in place
                 value = changes[key]
                 if value is not None:
-                    parts.append(urlencode([(key, v) for v in (value if isinstance(value, list) else [value])]))
+                    parts.append(encode(key, value))
             else:
                 parts.append(query)
         for key, value in changes.items():  # new (or removed and set again): at the end
             if value is not None and (key not in own or key in _remove):
-                parts.append(urlencode([(key, v) for v in (value if isinstance(value, list) else [value])]))
+                parts.append(encode(key, value))
         query = "&".join(p for p in parts if p)
         return base + ("?" + query if query else "")
     return url_with
