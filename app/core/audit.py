@@ -62,6 +62,10 @@ class Audited:
         return None
 
 
+# One encoder for every structured value (json.dumps with options builds a new one per call).
+_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
+
+
 def _to_text(value):
     if value is None:
         return None
@@ -72,7 +76,7 @@ def _to_text(value):
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
     if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        return _json(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if hasattr(value, "__audit_label__"):

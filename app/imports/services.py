@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import operator
 import os
 import types
 import uuid
@@ -537,8 +538,20 @@ def _record(values, line=None, new=False, tags=None):
     return rec
 
 
+_column_values = operator.attrgetter(*COLUMNS)
+
+
 def _values(rec):
-    return {c: getattr(rec, c) for c in COLUMNS}
+    return dict(zip(COLUMNS, _column_values(rec), strict=True))
+
+
+_EMPTY_KINDS = (str, dict, list)
+
+
+def _audit_create_values(row, skip):
+    """A new client's non-empty values for its "create" audit row (None, "", {} and [] left out)."""
+    return {k: val for k, val in row.items()
+            if (val or (val is not None and val.__class__ not in _EMPTY_KINDS)) and k not in skip}
 
 
 def _reason(errors):
@@ -812,7 +825,7 @@ class ImportRun:
                     row["id"] = ids[rec.uid] = new_id
                 bulk.insert_rows(session, CLIENT, params)
             else:
-                session.execute(insert(CLIENT), params)
+                bulk.insert_rows(session, CLIENT, params)
                 uids = [rec.uid for rec in creates]
                 for start in range(0, len(uids), 1000):
                     ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
@@ -820,7 +833,7 @@ class ImportRun:
             skip = set(Client.__audit_exclude__) | set(Client.__audit_secret__) | {"id"}
             for rec, row in zip(creates, params, strict=True):
                 new_id = rec.id = ids[rec.uid]
-                values = {k: val for k, val in row.items() if val not in (None, "", {}, []) and k not in skip}
+                values = _audit_create_values(row, skip)
                 if rec._tags:
                     values["tags"] = ", ".join(rec._tags)
                 audit_rows.append(dict(entity="Client", entity_id=new_id, client_id=new_id, operation="create",
@@ -940,7 +953,7 @@ def run_import(job_id):
     from ..organisation.services import staff_preference
     pref = staff_preference(job.user_id)
     locale = (pref.locale if pref is not None else None) or current_app.config.get("BABEL_DEFAULT_LOCALE", "en")
-    with acting_as(job.user_id, job.job_key), force_locale(locale):
+    with acting_as(job.user_id, job.job_key), force_locale(locale), bulk.batch_gc():
         try:
             _run(job, user)
         except parsing.FileRejected as exc:
