@@ -158,6 +158,9 @@ class Config:
     # this many rows and at least half the table as last analysed (stale statistics turn the per-chunk
     # lookup by e-mail into a sequential scan as the table grows).
     IMPORT_ANALYZE_MIN_ROWS = env_int("IMPORT_ANALYZE_MIN_ROWS", 20_000)
+    # PostgreSQL: write each chunk in a thread of its own while the next chunk is validated (the
+    # Python work and PostgreSQL's index maintenance overlap on two cores). Off: chunk by chunk.
+    IMPORT_PIPELINE = os.environ.get("IMPORT_PIPELINE", "1") not in ("0", "false", "no")
     # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
     JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")
     JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)

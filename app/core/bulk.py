@@ -12,6 +12,7 @@ import gc
 from contextlib import contextmanager
 
 from sqlalchemy import JSON, insert
+from sqlalchemy.exc import IntegrityError
 
 
 @contextmanager
@@ -57,6 +58,7 @@ def _defaults(table, cols):
 
 
 def _copy(session, table, cols, rows):
+    import psycopg
     from psycopg.types.json import Jsonb
     dialect = session.get_bind().dialect
     json_cols = [i for i, c in enumerate(cols) if isinstance(table.c[c].type.dialect_impl(dialect), JSON)]
@@ -64,15 +66,21 @@ def _copy(session, table, cols, rows):
     names = cols + [name for name, _, _ in defaults]
     quoted = ", ".join(f'"{n}"' for n in names)
     connection = session.connection().connection.driver_connection
-    with connection.cursor() as cur, cur.copy(f'COPY "{table.name}" ({quoted}) FROM STDIN') as copy:
-        for row in rows:
-            values = [row[c] for c in cols]
-            for i in json_cols:
-                if values[i] is not None:
-                    values[i] = Jsonb(values[i])
-            for _name, arg, is_callable in defaults:
-                values.append(arg(None) if is_callable else arg)
-            copy.write_row(values)
+    statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+    try:
+        with connection.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                values = [row[c] for c in cols]
+                for i in json_cols:
+                    if values[i] is not None:
+                        values[i] = Jsonb(values[i])
+                for _name, arg, is_callable in defaults:
+                    values.append(arg(None) if is_callable else arg)
+                copy.write_row(values)
+    except psycopg.IntegrityError as exc:
+        # The driver's own connection bypasses SQLAlchemy's error wrapping: give callers the same
+        # IntegrityError an INSERT would raise (the import retries a chunk on it).
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def _executemany(session, table, cols, rows):

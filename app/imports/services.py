@@ -6,14 +6,19 @@ place (`duplicate_decision`), validates with the client rules of clients.service
 data prefetched once), writes clients with Core bulk statements, records the audit rows and
 moves the checkpoint — all in one transaction, so a crash repeats at most one chunk and a
 repeated chunk changes nothing (rows already written are found and reported unchanged).
+On PostgreSQL the writes of a chunk run in a writer thread (`ChunkWriter`) while the next chunk
+is processed; the clients of chunks still in flight are read from memory (`ImportRun.remember`).
 """
 
 import datetime as dt
 import hashlib
 import json
+import contextvars
 import logging
 import operator
 import os
+import queue
+import threading
 import types
 import uuid
 
@@ -530,6 +535,8 @@ def duplicate_decision(row, by_id, by_email, pending, seen_before):
 
 def _record(values, line=None, new=False, tags=None):
     rec = types.SimpleNamespace(**values)
+    if new:
+        rec.id = None
     rec._line = line
     rec._new = new
     rec._tags = list(tags or [])
@@ -586,6 +593,8 @@ class ImportRun:
         self.forms = ValueForms(self.lookup, self.default_project_id)
         self.default_status = client_services.default_status_id()
         self.seen = set()  # hashes of e-mails already met in this file (this run)
+        self.seen_added = []  # those first met in the chunk being processed
+        self.inflight = []  # (through, {id: (values, tags)}, seen_added) of chunks not yet committed
         self.postgresql = db.session.get_bind().dialect.name == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
         self.created_since_analyze = 0
@@ -624,8 +633,12 @@ class ImportRun:
 
     # --- one chunk -------------------------------------------------------------------
 
-    def process(self, chunk):
-        """Validate and decide every row of the chunk; returns the writes and the report."""
+    def process(self, chunk, committed=None):
+        """Validate and decide every row of the chunk; returns the writes and the report.
+
+        `committed`: the checkpoint the writer has committed through; chunks handed to it after
+        that are still in flight, and their clients are read from memory (see `remember`).
+        """
         now = utcnow()
         rows = []
         ids, emails = set(), set()
@@ -639,7 +652,11 @@ class ImportRun:
                 ids.add(row.ident)
             if row.email_key:
                 emails.add(row.email_key)
+        if committed is not None:
+            self.inflight = [entry for entry in self.inflight if entry[0] > committed]
         by_id, by_email, tags_of = self._fetch_existing(ids, emails)
+        self._overlay_inflight(ids, emails, by_id, by_email)
+        self.seen_added = []
         self.lookup.holders = {rec.email: rec for rec in list(by_id.values()) + list(by_email.values())}
         pending = {}
         creates, report = [], []
@@ -686,6 +703,38 @@ class ImportRun:
                     rec._orig_tags = list(rec._tags)
         return by_id, by_email, tags_of
 
+    # --- chunks in flight (pipelined runs) --------------------------------------------------
+
+    def remember(self, through, creates, touched):
+        """Keep the state this chunk leaves its clients in until the writer has committed it.
+
+        The next chunks are processed while this one is written: a row updating a client this
+        chunk creates or changes must start from that state, not from the database's. Copies,
+        so that later chunks never change what the writer is writing.
+        """
+        if self.dry_run:
+            return
+        state = {}
+        for rec in creates + touched:
+            state[rec.id] = (dict(_values(rec), id=rec.id), list(rec._tags))
+        self.inflight.append((through, state, self.seen_added))
+
+    def forget_inflight(self):
+        """The writer stopped: chunks it did not commit will be read and processed again."""
+        for _through, _state, added in self.inflight:
+            self.seen.difference_update(added)
+        self.inflight = []
+
+    def _overlay_inflight(self, ids, emails, by_id, by_email):
+        for _through, state, _added in self.inflight:
+            for values, tags in state.values():
+                if values["id"] in ids or values["email"] in emails:
+                    rec = _record(values, tags=tags)
+                    stale = by_id.pop(rec.id, None)
+                    if stale is not None:
+                        by_email.pop(stale.email, None)
+                    by_id[rec.id] = by_email[rec.email] = rec
+
     def _fail(self, row, report, reason, kind="error"):
         report.append(dict(line=row.line, kind=kind, reason=str(reason), raw=row.cells or []))
 
@@ -697,8 +746,9 @@ class ImportRun:
         seen_before = key is not None and key in self.seen and row.email_key not in pending
         seen_before = seen_before and (self.dry_run or by_email.get(row.email_key) is not None)
         action, target, notice = duplicate_decision(row, by_id, by_email, pending, seen_before)
-        if key is not None:
+        if key is not None and key not in self.seen:
             self.seen.add(key)
+            self.seen_added.append(key)
         if action == "reject":
             self._fail(row, report, notice)
             return "failed"
@@ -809,20 +859,15 @@ class ImportRun:
         audit_rows = []
         tag_ids = self._tag_ids({t for rec in creates + touched for t in rec._tags}) if "tags" in self.mapped else {}
         if creates:
-            first = client_services.allocate_uid_numbers(len(creates))
-            params = []
-            for n, rec in enumerate(creates):
-                rec.uid = client_services.format_uid(first + n, rec.client_type)
-                params.append(_values(rec))
+            if creates[0].uid is None:  # not assigned ahead by a pipelined run
+                self.assign_identities(creates)
+            params = [_values(rec) for rec in creates]
             # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
             # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
             ids = {}
-            if session.get_bind().dialect.name == "postgresql":
-                # Ids from the table's own sequence, then COPY (the fastest path into PostgreSQL).
-                seq = session.execute(text("SELECT nextval(pg_get_serial_sequence('client', 'id')) "
-                                           "FROM generate_series(1, :n)"), {"n": len(creates)}).scalars().all()
-                for rec, row, new_id in zip(creates, params, seq, strict=True):
-                    row["id"] = ids[rec.uid] = new_id
+            if self.postgresql:
+                for rec, row in zip(creates, params, strict=True):
+                    row["id"] = ids[rec.uid] = rec.id
                 bulk.insert_rows(session, CLIENT, params)
             else:
                 bulk.insert_rows(session, CLIENT, params)
@@ -868,6 +913,21 @@ class ImportRun:
             pairs = [dict(client_id=r.id, tag_id=tag_ids[t.lower()]) for r in retag for t in r._tags]
             bulk.insert_rows(session, client_tag, pairs)
         audit.record_rows(session, audit_rows)
+
+    def assign_identities(self, creates):
+        """Give new clients their UIDs and, on PostgreSQL, their ids from the table's own sequence.
+
+        Both counters only move forward: numbers of a chunk that is never committed are skipped,
+        not reused. (SQLite has no sequence; its ids are read back by UID after the insert.)
+        """
+        first = client_services.allocate_uid_numbers(len(creates))
+        for n, rec in enumerate(creates):
+            rec.uid = client_services.format_uid(first + n, rec.client_type)
+        if self.postgresql:
+            seq = db.session.execute(text("SELECT nextval(pg_get_serial_sequence('client', 'id')) "
+                                          "FROM generate_series(1, :n)"), {"n": len(creates)}).scalars().all()
+            for rec, new_id in zip(creates, seq, strict=True):
+                rec.id = new_id
 
     def _tag_ids(self, names):
         if not names:
@@ -980,54 +1040,142 @@ def _run(job, user):
     run = ImportRun(job, user)
     run.done = job.committed_through or 0
     path = job_path(job)
-    rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
-    for through, chunk in _chunks(rows, run.chunk_size, run.done):
-        if db.session.scalar(select(ImportJob.cancel_requested).where(ImportJob.id == job_id)):
-            _set_job(job_id, status="cancelled", finished_at=utcnow())
-            db.session.commit()
-            return
-        run.note_created(_commit_chunk(run, job_id, through, chunk))
-    _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
-             total_rows=func.coalesce(ImportJob.committed_through, 0))
-    db.session.commit()
+    # PostgreSQL: the chunk writer runs in a thread of its own, so a chunk's validation overlaps
+    # the previous chunk's writes (two cores: Python here, PostgreSQL's index work there).
+    threaded = run.postgresql and bool(current_app.config.get("IMPORT_PIPELINE", True))
+    try:
+        finished = _run_chunks(run, job_id, path, job, threaded)
+    except IntegrityError:
+        if not threaded:
+            raise
+        # Another writer took an e-mail between our read and our write: the rest of the file
+        # goes chunk by chunk from the last checkpoint, where a write race is retried in place.
+        db.session.rollback()
+        log.warning("import %s: write race in a pipelined chunk, resuming chunk by chunk", job_id)
+        run.forget_inflight()
+        finished = _run_chunks(run, job_id, path, job, threaded=False)
+    if finished:
+        _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
+                 total_rows=func.coalesce(ImportJob.committed_through, 0))
+        db.session.commit()
 
 
 class ConcurrentRun(RuntimeError):
     """Another runner moved this job's checkpoint: this one stops, the other finishes the file."""
 
 
-def _commit_chunk(run, job_id, through, chunk):
-    """Process, write and checkpoint one chunk in one transaction (retried once on a write race)."""
-    for attempt in (1, 2):
-        now = utcnow()
-        try:
-            creates, touched, report, counts = run.process(chunk)
-            if not run.dry_run:
-                run.write(creates, touched, now)
-            run.save_report(report)
-            # Optimistic lease: only the runner that read the current checkpoint may move it, so a
-            # second delivery of the same job (a worker thought dead) can never double-write.
-            moved = db.session.execute(update(ImportJob).where(
-                ImportJob.id == job_id, ImportJob.committed_through == run.done).values(
-                committed_through=through, heartbeat_at=now,
-                     created_count=ImportJob.created_count + counts["created"],
-                     updated_count=ImportJob.updated_count + counts["updated"],
-                     unchanged_count=ImportJob.unchanged_count + counts["unchanged"],
-                     failed_count=ImportJob.failed_count + counts["failed"],
-                     notice_count=ImportJob.notice_count + counts["notices"])).rowcount
-            if moved != 1:
-                db.session.rollback()
-                raise ConcurrentRun(job_id)
-            db.session.commit()
-            run.done = through
-            return counts["created"]
-        except IntegrityError:
-            # Another writer took an e-mail between our read and our insert: redo the chunk,
-            # which now sees that client and updates it instead.
+def _run_chunks(run, job_id, path, job, threaded):
+    """Process the file's chunks after the checkpoint and hand them to a ChunkWriter; False if cancelled."""
+    rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
+    writer = ChunkWriter(run, job_id, threaded)
+    try:
+        for through, chunk in _chunks(rows, run.chunk_size, run.done):
+            writer.check()
+            if db.session.scalar(select(ImportJob.cancel_requested).where(ImportJob.id == job_id)):
+                writer.close()
+                _set_job(job_id, status="cancelled", finished_at=utcnow())
+                db.session.commit()
+                return False
+            for attempt in (1, 2):
+                try:
+                    _submit_chunk(run, writer, through, chunk, threaded)
+                    break
+                except IntegrityError:
+                    # Inline only (a pipelined write error surfaces from the writer): another
+                    # writer took an e-mail between our read and our insert; redo the chunk,
+                    # which now sees that client and updates it instead.
+                    db.session.rollback()
+                    if attempt == 2:
+                        raise
+                    log.warning("import %s: write race in a chunk, retrying it", job_id)
+    finally:
+        writer.close()
+    return True
+
+
+def _submit_chunk(run, writer, through, chunk, threaded):
+    now = utcnow()
+    creates, touched, report, counts = run.process(chunk, committed=writer.committed)
+    if threaded:
+        if creates and not run.dry_run:
+            run.assign_identities(creates)
+        db.session.commit()  # the UID counter, and the end of this read transaction
+        run.remember(through, creates, touched)
+    writer.put(through, creates, touched, report, counts, now)
+
+
+class ChunkWriter:
+    """Writes processed chunks in file order, each with its checkpoint in one transaction.
+
+    Threaded (PostgreSQL), it works in a thread with its own app context and session while the
+    caller processes the next chunk; at most one chunk waits for it. A write error stops it
+    (later chunks are dropped uncommitted) and is raised to the caller by `check` or `close`.
+    Inline, `put` writes at once in the caller's session.
+    """
+
+    def __init__(self, run, job_id, threaded):
+        self.run, self.job_id = run, job_id
+        self.committed = run.done  # `through` of the last committed chunk
+        self.error = None
+        self._queue = self._thread = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=1)
+            app = current_app._get_current_object()
+            self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop, app),
+                                            name=f"import-{job_id}-writer", daemon=True)
+            self._thread.start()
+
+    def put(self, *item):
+        if self._queue is None:
+            self._write(*item)
+        else:
+            self._queue.put(item)
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
+
+    def close(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self.check()
+
+    def _loop(self, app):
+        with app.app_context():
+            try:
+                while (item := self._queue.get()) is not None:
+                    if self.error is None:
+                        try:
+                            self._write(*item)
+                        except BaseException as exc:  # handed to the caller, which re-raises it
+                            db.session.rollback()
+                            self.error = exc
+            finally:
+                db.session.remove()
+
+    def _write(self, through, creates, touched, report, counts, now):
+        run = self.run
+        if not run.dry_run:
+            run.write(creates, touched, now)
+        run.save_report(report)
+        # Optimistic lease: only the runner that read the current checkpoint may move it, so a
+        # second delivery of the same job (a worker thought dead) can never double-write.
+        moved = db.session.execute(update(ImportJob).where(
+            ImportJob.id == self.job_id, ImportJob.committed_through == run.done).values(
+            committed_through=through, heartbeat_at=now,
+            created_count=ImportJob.created_count + counts["created"],
+            updated_count=ImportJob.updated_count + counts["updated"],
+            unchanged_count=ImportJob.unchanged_count + counts["unchanged"],
+            failed_count=ImportJob.failed_count + counts["failed"],
+            notice_count=ImportJob.notice_count + counts["notices"])).rowcount
+        if moved != 1:
             db.session.rollback()
-            if attempt == 2:
-                raise
-            log.warning("import %s: write race in a chunk, retrying it", job_id)
+            raise ConcurrentRun(self.job_id)
+        db.session.commit()
+        run.done = self.committed = through
+        run.note_created(counts["created"])
 
 
 # ----------------------------------------------------------------- reports
