@@ -151,7 +151,7 @@ class Config:
     # Largest accepted import file (the import routes allow this instead of MAX_CONTENT_LENGTH).
     IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 512 * 1024 * 1024)
     # Rows validated and committed per transaction (the resume checkpoint granularity).
-    IMPORT_CHUNK_SIZE = env_int("IMPORT_CHUNK_SIZE", 2000)
+    IMPORT_CHUNK_SIZE = env_int("IMPORT_CHUNK_SIZE", 5000)
     # Error/notice rows kept per job for the downloadable report (counts stay exact beyond it).
     IMPORT_MAX_REPORTED_ROWS = env_int("IMPORT_MAX_REPORTED_ROWS", 100_000)
     # PostgreSQL: an import refreshes the client table's planner statistics (ANALYZE) once it has added

@@ -432,7 +432,8 @@ def validate_client_data(data, actor, existing=None, lookup=None):
             errors["email"] = [_l("E-mail is required.")]
 
     for key, max_len in TEXT_FIELDS.items():
-        run(key, v.clean_text, max_len)
+        if key in data:
+            run(key, v.clean_text, max_len)
     run("aml_screening", lambda x: v.clean_text(x, 2000, multiline=True))
     if "description" in data:
         desc = data["description"]
@@ -442,7 +443,8 @@ def validate_client_data(data, actor, existing=None, lookup=None):
         else:
             run("description", lambda x: v.clean_text(x, DESCRIPTION_MAX, multiline=True))
     for key, choices in CHOICE_FIELDS.items():
-        run(key, v.check_choice, choices)
+        if key in data:
+            run(key, v.check_choice, choices)
     if "state" in data:
         run("state", v.check_choice, STATES)
     run("phone", v.normalize_phone)

@@ -66,6 +66,11 @@ class Audited:
 _json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
 
 
+def value_text(value):
+    """A value as the audit log stores it (text; structures as sorted JSON)."""
+    return _to_text(value)
+
+
 def _to_text(value):
     if value is None:
         return None

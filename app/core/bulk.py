@@ -9,6 +9,7 @@ columns are refused; Python-side column defaults fill the columns the rows leave
 """
 
 import gc
+import json
 from contextlib import contextmanager
 
 from sqlalchemy import JSON, insert
@@ -57,9 +58,11 @@ def _defaults(table, cols):
             if c.name not in cols and c.default is not None and (c.default.is_callable or c.default.is_scalar)]
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _copy(session, table, cols, rows):
     import psycopg
-    from psycopg.types.json import Jsonb
     dialect = session.get_bind().dialect
     json_cols = [i for i, c in enumerate(cols) if isinstance(table.c[c].type.dialect_impl(dialect), JSON)]
     defaults = _defaults(table, cols)
@@ -72,8 +75,10 @@ def _copy(session, table, cols, rows):
             for row in rows:
                 values = [row[c] for c in cols]
                 for i in json_cols:
-                    if values[i] is not None:
-                        values[i] = Jsonb(values[i])
+                    value = values[i]
+                    if value is not None:
+                        # COPY's text form of a JSON value is its JSON text (most are empty)
+                        values[i] = "{}" if value == {} else _dumps(value)
                 for _name, arg, is_callable in defaults:
                     values.append(arg(None) if is_callable else arg)
                 copy.write_row(values)

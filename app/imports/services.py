@@ -442,6 +442,11 @@ class Row:
         self.desk = self.target = None
 
 
+_CHOOSE_TYPE = _l("Choose Personal or Business.")
+_CHOOSE_STATE = _l("Choose Active, Deactivated or Suspended.")
+_CHOOSE_GENDER = _l("Choose Male, Female or Other.")
+
+
 def map_row(row, mapping, forms_):
     """Fill row.data (client service keys) from the cells; value-form errors go to row.errors."""
     cells = row.cells
@@ -463,11 +468,11 @@ def map_row(row, mapping, forms_):
                 data["email"] = value
                 row.email_key = value.casefold()
             elif key == "type":
-                data["client_type"] = forms_.choice(forms_.types, value, _l("Choose Personal or Business."))
+                data["client_type"] = forms_.choice(forms_.types, value, _CHOOSE_TYPE)
             elif key == "state":
-                data["state"] = forms_.choice(forms_.states, value, _l("Choose Active, Deactivated or Suspended."))
+                data["state"] = forms_.choice(forms_.states, value, _CHOOSE_STATE)
             elif key == "gender":
-                data["gender"] = forms_.choice(forms_.genders, value, _l("Choose Male, Female or Other."))
+                data["gender"] = forms_.choice(forms_.genders, value, _CHOOSE_GENDER)
             elif key == "status":
                 data["status_id"] = forms_.status(value)
             elif key == "project":
@@ -553,12 +558,17 @@ def _values(rec):
 
 
 _EMPTY_KINDS = (str, dict, list)
+_NOT_IN_CREATE_AUDIT = set(Client.__audit_exclude__) | set(Client.__audit_secret__) | {"id"}
 
 
-def _audit_create_values(row, skip):
-    """A new client's non-empty values for its "create" audit row (None, "", {} and [] left out)."""
-    return {k: val for k, val in row.items()
-            if (val or (val is not None and val.__class__ not in _EMPTY_KINDS)) and k not in skip}
+def _create_audit_text(rec, row):
+    """The "create" audit value of a new client: its non-empty values (None, "", {} and [] left out)
+    and tags, as the audit log's text."""
+    values = {k: val for k, val in row.items()
+              if (val or (val is not None and val.__class__ not in _EMPTY_KINDS)) and k not in _NOT_IN_CREATE_AUDIT}
+    if rec._tags:
+        values["tags"] = ", ".join(rec._tags)
+    return audit.value_text(values)
 
 
 def _reason(errors):
@@ -598,6 +608,7 @@ class ImportRun:
         self.postgresql = db.session.get_bind().dialect.name == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
         self.created_since_analyze = 0
+        self.created_seen = 0  # the writer's `created` as of the last note_created
         self.analyzed_rows = self._table_estimate() if self.postgresql else 0
 
     def _default_project(self, options):
@@ -715,7 +726,13 @@ class ImportRun:
         if self.dry_run:
             return
         state = {}
-        for rec in creates + touched:
+        for rec in creates:
+            # the same dict is the writer's row for the insert (it reads it, never changes it)
+            rec._row = values = _values(rec)
+            values["id"] = rec.id
+            state[rec.id] = (values, list(rec._tags))
+            rec._audit_new = _create_audit_text(rec, values)  # here, off the writer's path
+        for rec in touched:
             state[rec.id] = (dict(_values(rec), id=rec.id), list(rec._tags))
         self.inflight.append((through, state, self.seen_added))
 
@@ -861,7 +878,7 @@ class ImportRun:
         if creates:
             if creates[0].uid is None:  # not assigned ahead by a pipelined run
                 self.assign_identities(creates)
-            params = [_values(rec) for rec in creates]
+            params = [getattr(rec, "_row", None) or _values(rec) for rec in creates]
             # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
             # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
             ids = {}
@@ -875,14 +892,12 @@ class ImportRun:
                 for start in range(0, len(uids), 1000):
                     ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
                                                .where(CLIENT.c.uid.in_(uids[start:start + 1000]))).all())
-            skip = set(Client.__audit_exclude__) | set(Client.__audit_secret__) | {"id"}
             for rec, row in zip(creates, params, strict=True):
                 new_id = rec.id = ids[rec.uid]
-                values = _audit_create_values(row, skip)
-                if rec._tags:
-                    values["tags"] = ", ".join(rec._tags)
+                new = getattr(rec, "_audit_new", None)
                 audit_rows.append(dict(entity="Client", entity_id=new_id, client_id=new_id, operation="create",
-                                       field="import", old=None, new=values))
+                                       field="import", old=None,
+                                       new=new if new is not None else _create_audit_text(rec, row)))
             pairs = [dict(client_id=rec.id, tag_id=tag_ids[t.lower()]) for rec in creates for t in rec._tags]
             bulk.insert_rows(session, client_tag, pairs)
         changed_groups = {}
@@ -1088,6 +1103,10 @@ def _run_chunks(run, job_id, path, job, threaded):
                     if attempt == 2:
                         raise
                     log.warning("import %s: write race in a chunk, retrying it", job_id)
+            # Statistics follow the rows committed so far (pipelined: ANALYZE runs here, in its own
+            # backend, while the writer goes on).
+            created, run.created_seen = writer.created - run.created_seen, writer.created
+            run.note_created(created)
     finally:
         writer.close()
     return True
@@ -1116,6 +1135,7 @@ class ChunkWriter:
     def __init__(self, run, job_id, threaded):
         self.run, self.job_id = run, job_id
         self.committed = run.done  # `through` of the last committed chunk
+        self.created = run.created_seen  # clients created by the chunks it committed (only grows)
         self.error = None
         self._queue = self._thread = None
         if threaded:
@@ -1175,7 +1195,7 @@ class ChunkWriter:
             raise ConcurrentRun(self.job_id)
         db.session.commit()
         run.done = self.committed = through
-        run.note_created(counts["created"])
+        self.created += counts["created"]
 
 
 # ----------------------------------------------------------------- reports

@@ -402,6 +402,9 @@ def test_a_large_import_refreshes_the_planner_statistics_as_it_grows(app, world,
     from app.extensions import db
     monkeypatch.setitem(app.config, "IMPORT_ANALYZE_MIN_ROWS", 10)
     monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 10)
+    # chunk by chunk, so the rows committed at each step are known (pipelined, the same schedule
+    # follows the writer's commits, which are as far as the writer has got)
+    monkeypatch.setitem(app.config, "IMPORT_PIPELINE", False)
     with app.app_context():
         assert db.session.scalar(text("SELECT count(*) FROM client")) == 0
         db.session.execute(text("ANALYZE client"))  # the table as last analysed: empty
