@@ -132,8 +132,9 @@ def world(app):
         sm = app.appbuilder.sm
         projects = {"P1": p1, "P2": p2}
         users = {}
-        for username, _, pkeys, dnames, _ in STAFF:
+        for username, role, pkeys, dnames, active in STAFF:
             user = sm.find_user(username=username)
+            user.roles, user.active = [sm.find_role(role)], active  # a test may have changed them
             user.projects = [projects[k] for k in pkeys]
             user.desks = [desks[d] for d in dnames]
             users[username] = user.id

@@ -10,10 +10,10 @@ On PostgreSQL the writes of a chunk run in a writer thread (`ChunkWriter`) while
 is processed; the clients of chunks still in flight are read from memory (`ImportRun.remember`).
 """
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
-import contextvars
 import logging
 import operator
 import os
