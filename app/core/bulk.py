@@ -88,6 +88,9 @@ def _copy(session, table, cols, rows):
         raise IntegrityError(statement, None, exc) from exc
 
 
+_UNSEEN = object()
+
+
 def _executemany(session, table, cols, rows):
     connection = session.connection()
     dialect = connection.dialect
@@ -98,6 +101,9 @@ def _executemany(session, table, cols, rows):
              if p is not None]
     given = [(i, n) for i, n in enumerate(names) if n not in defaults]
     filled = [(i, *defaults[n]) for i, n in enumerate(names) if n in defaults]
+    # Bind processors are pure: a value that is the very object of the previous row's (a chunk's
+    # shared timestamp, None, small ints) reuses its result.
+    seen = {i: (_UNSEEN, None) for i, _ in procs}
     params = []
     for row in rows:
         values = [None] * len(names)
@@ -106,6 +112,11 @@ def _executemany(session, table, cols, rows):
         for i, arg, is_callable in filled:
             values[i] = arg(None) if is_callable else arg
         for i, proc in procs:
-            values[i] = proc(values[i])
+            value = values[i]
+            last, out = seen[i]
+            if value is not last:
+                out = proc(value)
+                seen[i] = (value, out)
+            values[i] = out
         params.append(tuple(values))
     connection.exec_driver_sql(compiled.string, params)
