@@ -161,6 +161,9 @@ class Config:
     # PostgreSQL: write each chunk in a thread of its own while the next chunk is validated (the
     # Python work and PostgreSQL's index maintenance overlap on two cores). Off: chunk by chunk.
     IMPORT_PIPELINE = os.environ.get("IMPORT_PIPELINE", "1") not in ("0", "false", "no")
+    # Files of at least this many rows get a helper process that normalises the next chunk's phone
+    # numbers while a chunk is validated (0: never; small files do not repay its start-up).
+    IMPORT_HELPER_MIN_ROWS = env_int("IMPORT_HELPER_MIN_ROWS", 20_000)
     # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
     JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")
     JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)

@@ -9,6 +9,7 @@ import re
 import secrets
 import string
 import unicodedata
+from contextlib import contextmanager
 
 import phonenumbers
 import pycountry
@@ -67,8 +68,43 @@ def normalize_email(value):
     return result.normalized.lower()
 
 
+# Numbers this very function already normalised, ahead of use, in a bulk caller's helper process
+# (see normalize_phones): raw value -> E.164. Only valid numbers are kept, so a miss (or anything
+# else) is computed as usual; the entries are exactly what the computation returns.
+_phones_ahead = {}
+
+
+@contextmanager
+def phones_ahead(known):
+    """Let normalize_phone answer from `known` ({raw: E.164}, from normalize_phones) inside the block."""
+    global _phones_ahead
+    saved, _phones_ahead = _phones_ahead, known
+    try:
+        yield
+    finally:
+        _phones_ahead = saved
+
+
+def normalize_phones(values):
+    """{value: E.164} for the valid numbers among `values`: normalize_phone, run for a bulk caller
+    (the import runs it in a helper process on the next chunk while it validates this one)."""
+    out = {}
+    for value in values:
+        try:
+            number = normalize_phone(value)
+        except ValueError:
+            continue
+        if number:
+            out[value] = number
+    return out
+
+
 def normalize_phone(value, default_region=None):
     """Parse a phone number and return it in E.164 (+14155550123)."""
+    if default_region is None and _phones_ahead and isinstance(value, str):
+        known = _phones_ahead.get(value)
+        if known is not None:
+            return known
     value = clean_text(value, 40)
     if not value:
         return None

@@ -1059,7 +1059,7 @@ def _run(job, user):
     # the previous chunk's writes (two cores: Python here, PostgreSQL's index work there).
     threaded = run.postgresql and bool(current_app.config.get("IMPORT_PIPELINE", True))
     try:
-        finished = _run_chunks(run, job_id, path, job, threaded)
+        finished = _run_chunks(run, job_id, path, job, threaded, total)
     except IntegrityError:
         if not threaded:
             raise
@@ -1068,7 +1068,7 @@ def _run(job, user):
         db.session.rollback()
         log.warning("import %s: write race in a pipelined chunk, resuming chunk by chunk", job_id)
         run.forget_inflight()
-        finished = _run_chunks(run, job_id, path, job, threaded=False)
+        finished = _run_chunks(run, job_id, path, job, False, total)
     if finished:
         _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
                  total_rows=func.coalesce(ImportJob.committed_through, 0))
@@ -1079,12 +1079,13 @@ class ConcurrentRun(RuntimeError):
     """Another runner moved this job's checkpoint: this one stops, the other finishes the file."""
 
 
-def _run_chunks(run, job_id, path, job, threaded):
+def _run_chunks(run, job_id, path, job, threaded, total):
     """Process the file's chunks after the checkpoint and hand them to a ChunkWriter; False if cancelled."""
     rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
     writer = ChunkWriter(run, job_id, threaded)
+    helper = PhoneHelper.start(run, total)
     try:
-        for through, chunk in _chunks(rows, run.chunk_size, run.done):
+        for through, chunk, phones in _phones_ahead(_chunks(rows, run.chunk_size, run.done), helper):
             writer.check()
             if db.session.scalar(select(ImportJob.cancel_requested).where(ImportJob.id == job_id)):
                 writer.close()
@@ -1093,7 +1094,8 @@ def _run_chunks(run, job_id, path, job, threaded):
                 return False
             for attempt in (1, 2):
                 try:
-                    _submit_chunk(run, writer, through, chunk, threaded)
+                    with v.phones_ahead(phones):
+                        _submit_chunk(run, writer, through, chunk, threaded)
                     break
                 except IntegrityError:
                     # Inline only (a pipelined write error surfaces from the writer): another
@@ -1108,8 +1110,108 @@ def _run_chunks(run, job_id, path, job, threaded):
             created, run.created_seen = writer.created - run.created_seen, writer.created
             run.note_created(created)
     finally:
+        if helper is not None:
+            helper.close()
         writer.close()
     return True
+
+
+class PhoneHelper:
+    """A helper process that normalises the phone numbers of the next chunk (validators'
+    normalize_phones, the very rule; see imports.phone_helper) while this chunk is processed.
+
+    phonenumbers is the largest single cost of a row (~23 µs), and the run's Python work holds one
+    core: the helper uses the other (SQLite's inline writes leave it idle). The answers only seed
+    normalize_phone's memo, so a slow, missing or broken helper costs speed, never correctness.
+    """
+
+    def __init__(self, columns):
+        import subprocess
+        import sys
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self.columns = columns
+        self.broken = False
+        self.process = subprocess.Popen([sys.executable, "-m", "app.imports.phone_helper"], cwd=root, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    @classmethod
+    def start(cls, run, total):
+        """A helper for a file of at least IMPORT_HELPER_MIN_ROWS rows with a phone column, else None."""
+        minimum = int(current_app.config.get("IMPORT_HELPER_MIN_ROWS") or 0)
+        columns = [i for i, key in run.mapping if key in ("phone", "additionalPhone")]
+        if not columns or minimum <= 0 or (total or 0) < minimum:
+            return None
+        try:
+            return cls(columns)
+        except OSError:
+            log.warning("import: the phone helper process could not start", exc_info=True)
+            return None
+
+    def submit(self, chunk):
+        """Send a chunk's phone cells; True when the helper will answer for them."""
+        if self.broken:
+            return False
+        values = {cells[i].strip() for _line, cells, problem in chunk if problem is None
+                  for i in self.columns if i < len(cells)}
+        try:
+            self.process.stdin.write(json.dumps(sorted(values)) + "\n")
+            self.process.stdin.flush()
+            return True
+        except OSError:
+            return self._broke()
+
+    def result(self, sent):
+        """The answer for the oldest chunk sent: {raw: E.164} ({} if the helper failed)."""
+        if not sent or self.broken:
+            return {}
+        try:
+            line = self.process.stdout.readline()
+            if line:
+                return json.loads(line)
+        except (OSError, ValueError):
+            pass
+        self._broke()
+        return {}
+
+    def _broke(self):
+        log.warning("import: the phone helper process stopped; numbers are parsed in the run")
+        self.broken = True
+        return False
+
+    def close(self):
+        """End the helper: it finishes any answer still unread (read and dropped here), then exits
+        at the end of its input; one that does not end within 10 s is killed."""
+        stop = threading.Timer(10, self.process.kill)
+        stop.start()
+        try:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+            for _line in self.process.stdout:
+                pass
+            self.process.wait()
+        finally:
+            stop.cancel()
+            self.process.stdout.close()
+
+
+def _phones_ahead(chunks, helper):
+    """(through, chunk, {raw phone: E.164}) per chunk; with a helper, chunk N+1's numbers are being
+    normalised while chunk N is yielded (one chunk of the file is read ahead)."""
+    if helper is None:
+        for through, chunk in chunks:
+            yield through, chunk, {}
+        return
+    pending = None
+    for through, chunk in chunks:
+        sent = helper.submit(chunk)
+        if pending is not None:
+            yield pending[0], pending[1], helper.result(pending[2])
+        pending = (through, chunk, sent)
+    if pending is not None:
+        yield pending[0], pending[1], helper.result(pending[2])
 
 
 def _submit_chunk(run, writer, through, chunk, threaded):

@@ -1,4 +1,5 @@
-"""Pipelined imports on PostgreSQL: chunk N+1 is processed while the writer thread writes chunk N.
+"""Import runs that work on two cores: on PostgreSQL chunk N+1 is processed while the writer thread
+writes chunk N; on large files a helper process normalises the next chunk's phone numbers.
 
 The writer is held back on purpose here, so the rows of a chunk really are decided while the
 chunks before it are still uncommitted, and the result must be what a chunk-by-chunk run gives.
@@ -130,3 +131,46 @@ def test_a_write_race_is_redone_from_the_checkpoint(app, world, make_client, mon
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Client)) == 4
         db.session.remove()
+
+
+PHONES = "\n".join([
+    "email,firstName,lastName,phone,additionalPhone",
+    "p1@example.org,Ann,Lee,+4915123000001,+34 600 000 001",
+    "p2@example.org,Ben,Lee,+49 151 23000002,",
+    "p3@example.org,Cy,Lee,12345,+4915123000003",            # invalid phone: the usual error
+    "p4@example.org,Di,Lee,+4915123000004,not a phone",      # invalid additional phone
+    "p5@example.org,Ed,Lee,'+4915123000005,",                # an exported (neutralised) cell
+]) + "\n"
+
+
+def test_the_phone_helper_process_changes_nothing_but_where_numbers_are_parsed(app, world, monkeypatch):
+    """With the helper process, normalize_phone answers from numbers it normalised ahead; results,
+    errors and messages are those of the run without it."""
+    from app.core import validators
+
+    monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 2)
+    served = []
+    real = validators.phones_ahead
+
+    def spy(known):
+        served.append(dict(known))
+        return real(known)
+
+    monkeypatch.setattr(validators, "phones_ahead", spy)
+    outcomes = []
+    for helper_min_rows, prefix in ((1, "with"), (0, "without")):
+        monkeypatch.setitem(app.config, "IMPORT_HELPER_MIN_ROWS", helper_min_rows)
+        p, rep = run_import(app, PHONES.replace("@example.org", f"@{prefix}.example.org"))
+        clients = {email.split("@")[0]: (c.phone, c.additional_phone)
+                   for email, c in clients_by_email(app).items() if email.endswith(f"@{prefix}.example.org")}
+        outcomes.append(((p["created"], p["failed"]), [(line, kind, reason) for line, kind, reason, _ in rep],
+                         clients))
+    assert outcomes[0] == outcomes[1]
+    (created, failed), report, clients = outcomes[0]
+    assert (created, failed) == (3, 2)
+    assert [line for line, _, _ in report] == [4, 5]
+    assert clients["p1"] == ("+4915123000001", "+34600000001") and clients["p5"][0] == "+4915123000005"
+    # the helper really answered: the first run's chunks came with the numbers normalised ahead
+    ahead = {k: val for known in served[:3] for k, val in known.items()}
+    assert ahead["+49 151 23000002"] == "+4915123000002" and "12345" not in ahead and "not a phone" not in ahead
+    assert all(not known for known in served[3:])  # the run without the helper got none

@@ -1,7 +1,9 @@
 """R30/R31/R33: imports on a real RQ worker and real Redis; a SIGKILLed worker loses and duplicates nothing.
 
 The worker is a separate process, so the database is a temporary SQLite *file* (the session's
-in-memory database cannot be shared with a subprocess). Skipped when TEST_REDIS_URL is unset.
+in-memory database cannot be shared with a subprocess) or, in the PostgreSQL pass, a database of
+its own (there the import writes from its writer thread). The phone helper process is on, so the
+kill also takes it down. Skipped when TEST_REDIS_URL is unset.
 """
 
 import os
@@ -22,12 +24,38 @@ N = 12_000
 CHUNK = 500
 
 
-@pytest.fixture()
-def rq_env(tmp_path):
-    db_path = tmp_path / "worker.db"
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{db_path}", REDIS_URL=REDIS_URL,
+def _worker_database(kind, tmp_path):
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'worker.db'}"
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import _database_url
+    base = make_url(_database_url())
+    url = base.set(database=f"{base.database}_worker")
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}).scalar():
+            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    admin.dispose()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url.render_as_string(hide_password=False)
+
+
+POSTGRESQL = os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not POSTGRESQL, reason="PostgreSQL pass only"))])
+def rq_env(request, tmp_path):
+    database_url = _worker_database(request.param, tmp_path)
+    env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=REDIS_URL,
                JOB_QUEUE=f"test-{uuid.uuid4().hex[:8]}", IMPORT_FOLDER=str(tmp_path / "imports"),
-               IMPORT_CHUNK_SIZE=str(CHUNK), JOB_RETRY_INTERVALS="0",
+               IMPORT_CHUNK_SIZE=str(CHUNK), IMPORT_HELPER_MIN_ROWS="1000", JOB_RETRY_INTERVALS="0",
                JOB_ID_PREFIX=f"kill-{uuid.uuid4().hex[:6]}-", FLASK_APP="run:app", PYTHONPATH=ROOT,
                RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="worker-test-secret-0123456789abcdef0123")
     from flask_migrate import upgrade
@@ -81,6 +109,27 @@ def _children(pid):
     return out
 
 
+def _phone_helpers(queue_name):
+    """Pids of live phone helper processes started by this test's workers (found by their queue)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if b"app.imports.phone_helper" not in fh.read():
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if f"JOB_QUEUE={queue_name}".encode() not in fh.read().split(b"\0"):
+                        continue
+                with open(f"/proc/{entry}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue  # exited, not yet reaped by its (dead) parent's reaper
+                out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
 def _progress(app, job_id):
     from app.extensions import db
     from app.imports.models import ImportJob
@@ -122,6 +171,8 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
             break
         time.sleep(0.05)
     assert seen[-1] >= 2 * CHUNK and seen[-1] < N, seen[-5:]
+    helpers = _phone_helpers(env["JOB_QUEUE"])
+    assert len(helpers) == 1, helpers  # the import's helper process normalises the next chunk's phones
     # RQ's work-horse runs in its own session (setsid): kill it and its parent, mid-import.
     for pid in _children(worker.pid):
         os.kill(pid, signal.SIGKILL)
@@ -129,6 +180,10 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
     worker.wait()
     killed_at = _progress(app, job_id)[1]
     assert killed_at < N
+    deadline = time.time() + 10
+    while _phone_helpers(env["JOB_QUEUE"]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _phone_helpers(env["JOB_QUEUE"]), "the helper ends with the process that started it"
 
     with app.app_context():
         q = jobs.get_queue()
