@@ -161,6 +161,8 @@ class Config:
     # PostgreSQL: write each chunk in a thread of its own while the next chunk is validated (the
     # Python work and PostgreSQL's index maintenance overlap on two cores). Off: chunk by chunk.
     IMPORT_PIPELINE = os.environ.get("IMPORT_PIPELINE", "1") not in ("0", "false", "no")
+    # ... with this many writer threads (and PostgreSQL backends) taking the chunks in turn.
+    IMPORT_WRITERS = env_int("IMPORT_WRITERS", 2)
     # Files of at least this many rows get a helper process that normalises the next chunk's phone
     # numbers while a chunk is validated (0: never; small files do not repay its start-up).
     IMPORT_HELPER_MIN_ROWS = env_int("IMPORT_HELPER_MIN_ROWS", 20_000)

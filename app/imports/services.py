@@ -6,8 +6,8 @@ place (`duplicate_decision`), validates with the client rules of clients.service
 data prefetched once), writes clients with Core bulk statements, records the audit rows and
 moves the checkpoint — all in one transaction, so a crash repeats at most one chunk and a
 repeated chunk changes nothing (rows already written are found and reported unchanged).
-On PostgreSQL the writes of a chunk run in a writer thread (`ChunkWriter`) while the next chunk
-is processed; the clients of chunks still in flight are read from memory (`ImportRun.remember`).
+On PostgreSQL the writes of a chunk run in writer threads (`ChunkWriter`) while the next chunks
+are processed; the clients of chunks still in flight are read from memory (`ImportRun.remember`).
 """
 
 import contextvars
@@ -869,23 +869,21 @@ class ImportRun:
 
     # --- writing ---------------------------------------------------------------------
 
-    def write(self, creates, touched, now):
-        """Bulk INSERT the new clients, bulk UPDATE the changed ones, tags and audit rows."""
-        dialect = db.session.get_bind().dialect
-        saved = dialect.use_insertmanyvalues_wo_returning
-        if dialect.name == "postgresql":
-            # psycopg 3 would send an executemany INSERT row by row (pipeline mode); batch it into
-            # multi-row VALUES statements as the psycopg2 dialect does by default.
-            dialect.use_insertmanyvalues_wo_returning = True
-        try:
-            self._write(creates, touched, now)
-        finally:
-            dialect.use_insertmanyvalues_wo_returning = saved
+    def tag_names(self, creates, touched):
+        return {t for rec in creates + touched for t in rec._tags} if "tags" in self.mapped else set()
 
-    def _write(self, creates, touched, now):
+    def write(self, creates, touched, now, tag_ids=None, before_changes=None):
+        """Bulk INSERT the new clients, bulk UPDATE the changed ones, tags and audit rows.
+
+        `tag_ids`: the chunk's tags, resolved ahead (pipelined runs), else resolved here.
+        `before_changes`: called after the new clients are written and before existing clients are
+        changed (a pipelined writer waits there for the chunk before this one: the changes may be
+        to clients it creates).
+        """
         session = db.session
         audit_rows = []
-        tag_ids = self._tag_ids({t for rec in creates + touched for t in rec._tags}) if "tags" in self.mapped else {}
+        if tag_ids is None:
+            tag_ids = self._tag_ids(self.tag_names(creates, touched))
         if creates:
             if creates[0].uid is None:  # not assigned ahead by a pipelined run
                 self.assign_identities(creates)
@@ -911,6 +909,10 @@ class ImportRun:
                                        new=new if new is not None else _create_audit_text(rec, row)))
             pairs = [dict(client_id=rec.id, tag_id=tag_ids[t.lower()]) for rec in creates for t in rec._tags]
             bulk.insert_rows(session, client_tag, pairs)
+            audit.record_rows(session, audit_rows)
+            audit_rows = []
+        if before_changes is not None:
+            before_changes()
         changed_groups = {}
         retag = []
         for rec in touched:
@@ -972,13 +974,17 @@ class ImportRun:
                 found[name.lower()] = tid
         return found
 
-    def save_report(self, report):
+    def kept_report(self, report):
+        """The report rows to store (IMPORT_MAX_REPORTED_ROWS per job; the counts stay exact)."""
         room = max(self.max_reported - self.reported, 0)
         rows = [dict(job_id=self.job_id, line=r["line"], kind=r["kind"], reason=r["reason"][:2000], raw=r["raw"])
                 for r in report[:room]]
+        self.reported += len(rows)
+        return rows
+
+    def save_report(self, rows):
         if rows:
             bulk.insert_rows(db.session, ImportRowError, rows)
-            self.reported += len(rows)
 
 
 def _chunks(iterator, size, skip):
@@ -1066,20 +1072,21 @@ def _run(job, user):
     run = ImportRun(job, user)
     run.done = job.committed_through or 0
     path = job_path(job)
-    # PostgreSQL: the chunk writer runs in a thread of its own, so a chunk's validation overlaps
-    # the previous chunk's writes (two cores: Python here, PostgreSQL's index work there).
-    threaded = run.postgresql and bool(current_app.config.get("IMPORT_PIPELINE", True))
+    # PostgreSQL: chunk writers run in threads of their own, so a chunk's validation overlaps the
+    # previous chunks' writes (two cores: Python here, PostgreSQL's index work there).
+    writers = (max(int(current_app.config.get("IMPORT_WRITERS") or 1), 1)
+               if run.postgresql and current_app.config.get("IMPORT_PIPELINE", True) else 0)
     try:
-        finished = _run_chunks(run, job_id, path, job, threaded, total)
+        finished = _run_chunks(run, job_id, path, job, writers, total)
     except IntegrityError:
-        if not threaded:
+        if not writers:
             raise
         # Another writer took an e-mail between our read and our write: the rest of the file
         # goes chunk by chunk from the last checkpoint, where a write race is retried in place.
         db.session.rollback()
         log.warning("import %s: write race in a pipelined chunk, resuming chunk by chunk", job_id)
         run.forget_inflight()
-        finished = _run_chunks(run, job_id, path, job, False, total)
+        finished = _run_chunks(run, job_id, path, job, 0, total)
     if finished:
         run.analyze_all()
         _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
@@ -1091,10 +1098,10 @@ class ConcurrentRun(RuntimeError):
     """Another runner moved this job's checkpoint: this one stops, the other finishes the file."""
 
 
-def _run_chunks(run, job_id, path, job, threaded, total):
+def _run_chunks(run, job_id, path, job, writers, total):
     """Process the file's chunks after the checkpoint and hand them to a ChunkWriter; False if cancelled."""
     rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
-    writer = ChunkWriter(run, job_id, threaded)
+    writer = ChunkWriter(run, job_id, writers)
     helper = PhoneHelper.start(run, total)
     try:
         for through, chunk, phones in _phones_ahead(_chunks(rows, run.chunk_size, run.done), helper):
@@ -1107,7 +1114,7 @@ def _run_chunks(run, job_id, path, job, threaded, total):
             for attempt in (1, 2):
                 try:
                     with v.phones_ahead(phones):
-                        _submit_chunk(run, writer, through, chunk, threaded)
+                        _submit_chunk(run, writer, through, chunk, writers)
                     break
                 except IntegrityError:
                     # Inline only (a pipelined write error surfaces from the writer): another
@@ -1226,74 +1233,128 @@ def _phones_ahead(chunks, helper):
         yield pending[0], pending[1], helper.result(pending[2])
 
 
-def _submit_chunk(run, writer, through, chunk, threaded):
+def _submit_chunk(run, writer, through, chunk, writers):
     now = utcnow()
     creates, touched, report, counts = run.process(chunk, committed=writer.committed)
-    if threaded:
-        if creates and not run.dry_run:
-            run.assign_identities(creates)
-        db.session.commit()  # the UID counter, and the end of this read transaction
+    report = run.kept_report(report)
+    tag_ids = None
+    if writers:
+        if not run.dry_run:
+            if creates:
+                run.assign_identities(creates)
+            # Tags are created here, committed at once, so that writers working side by side
+            # never both create the same new tag.
+            tag_ids = run._tag_ids(run.tag_names(creates, touched))
+        db.session.commit()  # the UID counter and new tags; the end of this read transaction
         run.remember(through, creates, touched)
-    writer.put(through, creates, touched, report, counts, now)
+    writer.put(through, creates, touched, report, counts, now, tag_ids)
+
+
+class _Turn:
+    """One handed-over chunk's outcome: set once it is committed (ok) or abandoned."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.ok = False
+
+    def finish(self, ok):
+        self.ok = ok
+        self.event.set()
+
+
+class _Abandoned(RuntimeError):
+    """The chunk before this one failed: this one is not committed either."""
 
 
 class ChunkWriter:
-    """Writes processed chunks in file order, each with its checkpoint in one transaction.
+    """Writes processed chunks, each with its checkpoint in one transaction, committed in file order.
 
-    Threaded (PostgreSQL), it works in a thread with its own app context and session while the
-    caller processes the next chunk; at most one chunk waits for it. A write error stops it
-    (later chunks are dropped uncommitted) and is raised to the caller by `check` or `close`.
-    Inline, `put` writes at once in the caller's session.
+    Threaded (PostgreSQL), `threads` writer threads with their own app contexts and sessions take
+    the chunks in turn while the caller processes the next ones: PostgreSQL's work for two chunks
+    (index maintenance, mostly) runs in two backends at once. A chunk writes its new clients at
+    once, then waits for the chunk before it to commit before it changes existing clients (they
+    may be that chunk's) and moves the checkpoint; so commits stay in file order and a crash
+    still repeats at most the uncommitted chunks. A write error stops every writer (later chunks
+    are dropped uncommitted) and is raised to the caller by `check` or `close`. Inline (threads=0),
+    `put` writes at once in the caller's session.
     """
 
-    def __init__(self, run, job_id, threaded):
+    def __init__(self, run, job_id, threads):
         self.run, self.job_id = run, job_id
         self.committed = run.done  # `through` of the last committed chunk
         self.created = run.created_seen  # clients created by the chunks it committed (only grows)
         self.error = None
-        self._queue = self._thread = None
-        if threaded:
-            self._queue = queue.Queue(maxsize=1)
-            app = current_app._get_current_object()
-            self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop, app),
-                                            name=f"import-{job_id}-writer", daemon=True)
-            self._thread.start()
+        self._lock = threading.Lock()
+        self._queues, self._threads = [], []
+        self._turn = 0
+        self._previous = None
+        self._room = threading.BoundedSemaphore(threads + 1) if threads else None  # chunks handed over
+        app = current_app._get_current_object() if threads else None
+        for n in range(threads):
+            q = queue.Queue()
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop, app, q),
+                                      name=f"import-{job_id}-writer-{n}", daemon=True)
+            self._queues.append(q)
+            self._threads.append(thread)
+            thread.start()
 
     def put(self, *item):
-        if self._queue is None:
-            self._write(*item)
-        else:
-            self._queue.put(item)
+        if not self._queues:
+            self._write(item, None)
+            return
+        self._room.acquire()  # at most one chunk waits per writer
+        done = _Turn()
+        self._queues[self._turn].put((item, self._previous, done))
+        self._previous = done
+        self._turn = (self._turn + 1) % len(self._queues)
 
     def check(self):
         if self.error is not None:
             raise self.error
 
     def close(self):
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._queues, self._threads = [], []
         self.check()
 
-    def _loop(self, app):
+    def _loop(self, app, q):
         with app.app_context():
             try:
-                while (item := self._queue.get()) is not None:
-                    if self.error is None:
-                        try:
-                            self._write(*item)
-                        except BaseException as exc:  # handed to the caller, which re-raises it
-                            db.session.rollback()
-                            self.error = exc
+                while (entry := q.get()) is not None:
+                    item, previous, done = entry
+                    ok = False
+                    try:
+                        if self.error is None:
+                            self._write(item, previous)
+                            ok = True
+                    except BaseException as exc:  # handed to the caller, which re-raises it
+                        db.session.rollback()
+                        with self._lock:
+                            if self.error is None and not isinstance(exc, _Abandoned):
+                                self.error = exc
+                    finally:
+                        done.finish(ok)
+                        self._room.release()
             finally:
                 db.session.remove()
 
-    def _write(self, through, creates, touched, report, counts, now):
+    def _write(self, item, previous):
+        through, creates, touched, report, counts, now, tag_ids = item
         run = self.run
+
+        def after_previous():
+            if previous is not None:
+                previous.event.wait()
+                if not previous.ok:
+                    raise _Abandoned()
+
         if not run.dry_run:
-            run.write(creates, touched, now)
+            run.write(creates, touched, now, tag_ids=tag_ids, before_changes=after_previous)
         run.save_report(report)
+        after_previous()
         # Optimistic lease: only the runner that read the current checkpoint may move it, so a
         # second delivery of the same job (a worker thought dead) can never double-write.
         moved = db.session.execute(update(ImportJob).where(
@@ -1308,8 +1369,9 @@ class ChunkWriter:
             db.session.rollback()
             raise ConcurrentRun(self.job_id)
         db.session.commit()
-        run.done = self.committed = through
-        self.created += counts["created"]
+        with self._lock:
+            run.done = self.committed = through
+            self.created += counts["created"]
 
 
 # ----------------------------------------------------------------- reports

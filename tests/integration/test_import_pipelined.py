@@ -174,3 +174,40 @@ def test_the_phone_helper_process_changes_nothing_but_where_numbers_are_parsed(a
     ahead = {k: val for known in served[:3] for k, val in known.items()}
     assert ahead["+49 151 23000002"] == "+4915123000002" and "12345" not in ahead and "not a phone" not in ahead
     assert all(not known for known in served[3:])  # the run without the helper got none
+
+
+@POSTGRESQL_ONLY
+def test_two_writers_work_side_by_side_and_commit_in_file_order(app, world, monkeypatch):
+    """The first chunk's writer is slowed down: the second writer writes its chunk meanwhile, but
+    commits only after the first, and the checkpoint moves chunk by chunk in file order."""
+    import time
+
+    from app.imports import services
+
+    monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 2)
+    monkeypatch.setitem(app.config, "IMPORT_WRITERS", 2)
+    spans = []
+    write, real_commit = services.ImportRun.write, services.ChunkWriter._write
+
+    def slow_first(self, creates, touched, now, **kw):
+        if any(rec.email == "a@example.org" for rec in creates):
+            time.sleep(0.5)
+        return write(self, creates, touched, now, **kw)
+
+    def timed(self, item, previous):
+        start = time.monotonic()
+        try:
+            return real_commit(self, item, previous)
+        finally:
+            spans.append((item[0], start, time.monotonic(), self.run.done))
+
+    monkeypatch.setattr(services.ImportRun, "write", slow_first)
+    monkeypatch.setattr(services.ChunkWriter, "_write", timed)
+    p, rep = run_import(app, FILE)
+    assert (p["created"], p["updated"], p["failed"], p["done"]) == (4, 3, 0, 7), rep
+    by_end = sorted(spans, key=lambda s: s[2])
+    assert [s[0] for s in by_end] == [2, 4, 6, 7]          # finished (committed) in file order
+    assert [s[3] for s in by_end] == [2, 4, 6, 7]          # and each moved the checkpoint to its end
+    first, second = sorted(spans)[:2]
+    assert second[1] < first[2]                            # the second chunk was written meanwhile
+    assert clients_by_email(app)["a@example.org"].first_name == "Third"
