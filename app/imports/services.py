@@ -1117,10 +1117,11 @@ def _run_chunks(run, job_id, path, job, writers, total):
                         _submit_chunk(run, writer, through, chunk, writers)
                     break
                 except IntegrityError:
-                    # Inline only (a pipelined write error surfaces from the writer): another
-                    # writer took an e-mail between our read and our insert; redo the chunk,
-                    # which now sees that client and updates it instead.
+                    # Another writer took an e-mail (inline) or a new tag (pipelined: a writer
+                    # thread's own errors surface from `writer.check`) between our read and our
+                    # write; redo the chunk, which now sees that row. Its e-mails count as unmet.
                     db.session.rollback()
+                    run.seen.difference_update(run.seen_added)
                     if attempt == 2:
                         raise
                     log.warning("import %s: write race in a chunk, retrying it", job_id)

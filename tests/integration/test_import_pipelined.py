@@ -123,6 +123,8 @@ def test_a_write_race_is_redone_from_the_checkpoint(app, world, make_client, mon
     p, rep = run_import(app, FILE)
     assert len(calls) > 4  # chunk 2 (pipelined: and those after it) processed again
     assert (p["created"], p["updated"], p["failed"], p["done"]) == (3, 4, 0, 7), rep
+    # c@ (line 5) now updates the other writer's client; the failed attempt does not make it a repeat
+    assert [r[0] for r in rep if r[1] == "notice"] == [4, 6, 7], rep
     clients = clients_by_email(app)
     assert clients["c@example.org"].first_name == "Cem"
     assert sorted(clients) == ["a@example.org", "b@example.org", "c@example.org", "d@example.org"]
