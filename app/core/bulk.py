@@ -3,8 +3,8 @@
 `insert_rows` is the one way such paths insert, on the session's own connection (same
 transaction, so a rollback still undoes them). On PostgreSQL it streams the rows with COPY;
 elsewhere it is one DBAPI executemany of plain tuples, each value passed through its column
-type's own bind processor (SQLAlchemy's per-row statement machinery costs several times the
-insert itself at import sizes). Rows are dicts with the same keys; keys that are not table
+type's own bind processor (no per-row statement machinery: measured on the 100k import into
+SQLite, the chunks' writes went 13.7 s -> 12.6 s). Rows are dicts with the same keys; keys that are not table
 columns are refused; Python-side column defaults fill the columns the rows leave out.
 """
 
@@ -20,9 +20,10 @@ from sqlalchemy.exc import IntegrityError
 def batch_gc(threshold=50_000):
     """Run a long bulk job with the cyclic garbage collector out of its way.
 
-    An import keeps a chunk's worth of records alive; with the default threshold (700 new
-    objects) Python re-scans all of them, and the whole app, dozens of times per chunk. Measured
-    on the 100k-row import into SQLite: 23.7 s -> 20.1 s. The objects alive at the start (the
+    An import allocates millions of small containers and keeps a chunk's worth alive; with the
+    default threshold (700 new objects) the collector runs constantly, and its older-generation
+    passes scan every live object, the app's included. Measured on the 100k-row import into
+    SQLite: 23.7 s -> 20.1 s. The objects alive at the start (the
     app, its models) are frozen out of the scans; the rows of a chunk are freed by reference
     counting as before, and cycles are still collected, just less often. Restored on exit.
     """
