@@ -32,8 +32,9 @@ DOMAIN_TABLES = ["import_row_error", "import_job", "export_job", "import_mapping
                  "staff_preference"]
 
 
-def _database_url():
-    """SQLite in memory, or a PostgreSQL database of its own per xdist worker."""
+def _database_url(suffix=""):
+    """SQLite in memory, or a PostgreSQL database of its own per xdist worker (created if missing;
+    `suffix` names another one, e.g. for a subprocess's database)."""
     url = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     worker = os.environ.get("PYTEST_XDIST_WORKER") or "main"
     if url.startswith("postgresql"):
@@ -44,7 +45,7 @@ def _database_url():
         base = make_url(url)
         # One database per checkout and worker: concurrent runs from two clones never wipe each other.
         checkout = hashlib.sha1(os.path.dirname(os.path.abspath(__file__)).encode()).hexdigest()[:8]
-        name = f"{base.database}_{checkout}_{worker}"
+        name = f"{base.database}_{checkout}_{worker}{suffix}"
         engine = create_engine(base, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
             if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
@@ -66,7 +67,7 @@ def app():
     with app.app_context():
         from app.extensions import db
         if url.startswith("postgresql"):
-            _reset_postgres(db)
+            _reset_postgres(db.engine)
         upgrade(revision="heads")
         sync_security()
         sm = app.appbuilder.sm
@@ -81,8 +82,8 @@ def app():
     yield app
 
 
-def _reset_postgres(db):
-    with db.engine.begin() as conn:
+def _reset_postgres(engine):
+    with engine.begin() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE"))
         conn.execute(text("CREATE SCHEMA public"))
 

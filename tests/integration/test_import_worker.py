@@ -27,23 +27,14 @@ CHUNK = 500
 def _worker_database(kind, tmp_path):
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'worker.db'}"
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import create_engine
 
-    from tests.conftest import _database_url
-    base = make_url(_database_url())
-    url = base.set(database=f"{base.database}_worker")
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": url.database}).scalar():
-            conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    admin.dispose()
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
+    from tests.conftest import _database_url, _reset_postgres
+    url = _database_url(suffix="_worker")
+    engine = create_engine(url)
+    _reset_postgres(engine)
     engine.dispose()
-    return url.render_as_string(hide_password=False)
+    return url
 
 
 POSTGRESQL = os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql")
