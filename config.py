@@ -158,9 +158,9 @@ class Config:
     # this many rows and at least half the table as last analysed (stale statistics turn the per-chunk
     # lookup by e-mail into a sequential scan as the table grows).
     IMPORT_ANALYZE_MIN_ROWS = env_int("IMPORT_ANALYZE_MIN_ROWS", 20_000)
-    # PostgreSQL: write each chunk in a thread of its own while the next chunk is validated (the
+    # PostgreSQL: write the chunks from writer threads while the next chunks are validated (the
     # Python work and PostgreSQL's index maintenance overlap on two cores). Off: chunk by chunk.
-    IMPORT_PIPELINE = os.environ.get("IMPORT_PIPELINE", "1") not in ("0", "false", "no")
+    IMPORT_PIPELINE = env_bool("IMPORT_PIPELINE", True)
     # ... with this many writer threads (and PostgreSQL backends) taking the chunks in turn.
     IMPORT_WRITERS = env_int("IMPORT_WRITERS", 2)
     # Files of at least this many rows get a helper process that normalises the next chunk's phone
