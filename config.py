@@ -166,6 +166,9 @@ class Config:
     # Files of at least this many rows get a helper process that normalises the next chunk's phone
     # numbers while a chunk is validated (0: never; small files do not repay its start-up).
     IMPORT_HELPER_MIN_ROWS = env_int("IMPORT_HELPER_MIN_ROWS", 20_000)
+    # Rows of a repeated key wait (in memory) for the last row of their key, so that all of them
+    # are processed in one chunk and a re-run of the file changes nothing; at most this many wait.
+    IMPORT_MAX_HELD_ROWS = env_int("IMPORT_MAX_HELD_ROWS", 50_000)
     # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
     JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")
     JOB_TIMEOUT = env_int("JOB_TIMEOUT", 3600)

@@ -447,10 +447,8 @@ _CHOOSE_STATE = _l("Choose Active, Deactivated or Suspended.")
 _CHOOSE_GENDER = _l("Choose Male, Female or Other.")
 
 
-def map_row(row, mapping, forms_):
-    """Fill row.data (client service keys) from the cells; value-form errors go to row.errors."""
-    cells = row.cells
-    data, errors = row.data, row.errors
+def read_cells(cells, mapping):
+    """{key: text} of a row's non-empty mapped cells, stripped, an export's formula guard taken off."""
     raw = {}
     for index, key in mapping:
         value = cells[index].strip() if index < len(cells) else ""
@@ -458,7 +456,14 @@ def map_row(row, mapping, forms_):
             value = unneutralise(value)  # an exported cell: the apostrophe only guarded a formula trigger
         if value != "":
             raw[key] = value
-    for key, value in raw.items():
+    return raw
+
+
+def map_row(row, mapping, forms_):
+    """Fill row.data (client service keys) from the cells; value-form errors go to row.errors."""
+    cells = row.cells
+    data, errors = row.data, row.errors
+    for key, value in read_cells(cells, mapping).items():
         try:
             if key == "id":
                 if not value.isdigit():
@@ -508,13 +513,17 @@ def resolve_desk(row, forms_, project_id):
 
 # ----------------------------------------------------------------- identity: the one place
 
-def duplicate_decision(row, by_id, by_email, pending, seen_before):
+def duplicate_decision(row, by_id, by_email, pending, repeat):
     """Decide what a row does: ("create" | "update" | "reject", target, notice).
 
     This is the single place where an import row's identity and duplicate policy are
     decided; the duplicates module (CL-DUP) will replace this policy. Until then an
     existing id or e-mail means update, and a key repeated inside the file makes the
     later row update the earlier one (reported as a notice).
+
+    `pending`: e-mail -> (client, line) of the first row of this chunk that created or updated
+    that client; `repeat`: the row repeats the e-mail of a row of an earlier chunk (not held
+    with it, see RepeatPlan), which has written its client (or, in a dry run, would have).
     """
     if row.ident is not None:
         target = by_id.get(row.ident)
@@ -525,15 +534,118 @@ def duplicate_decision(row, by_id, by_email, pending, seen_before):
         return "reject", None, _l("E-mail is required.")
     earlier = pending.get(row.email_key)
     if earlier is not None:
-        return "update", earlier, _l("The e-mail repeats line %(line)d of this file; the later row updates the "
-                                     "earlier one.", line=earlier._line)
+        return "update", earlier[0], _l("The e-mail repeats line %(line)d of this file; the later row updates "
+                                        "the earlier one.", line=earlier[1])
     target = by_email.get(row.email_key)
-    if seen_before:
+    if repeat:
         return "update", target, _l("The e-mail repeats an earlier row of this file; the later row updates the "
                                     "earlier one.")
     if target is not None:
         return "update", target, None
     return "create", None, None
+
+
+def identity_key(raw):
+    """What a row's duplicate decision goes by, read off its cells as `map_row` reads them: its id when
+    it has a valid one, else its e-mail (casefolded); None when it has neither."""
+    ident = raw.get("id")
+    if ident is not None:
+        return int(ident) if ident.isdigit() else None
+    email = raw.get("email")
+    return email.casefold() if email else None
+
+
+class RepeatPlan:
+    """The rows of the file that share a key with another row, read in one pass before the run.
+
+    A re-run of a file must leave every client as it is (CL-IO-2). Rows of one key that fall in
+    different chunks would each be committed in turn, so a re-run would flip the client to the
+    earlier row's values and back. So the rows of a repeated key are held back and processed
+    together, in file order, in the chunk of the last of them, where the net-effect rule of
+    `ImportRun.process` sees them all. Decisions go by ordinal (the n-th data row), so a resumed
+    run holds exactly the rows the first run held (those before the checkpoint whose group ends
+    after it are read again). Held rows stay in memory: when the file repeats more keys than
+    IMPORT_MAX_HELD_ROWS rows can hold, the groups that end first are held and the others go
+    chunk by chunk (their data is the same; only a re-run counts them as updated).
+    """
+
+    def __init__(self, mapping, max_held):
+        self.key_mapping = [(i, k) for i, k in mapping if k in ("id", "email")]
+        self.max_held = max_held
+        self.rows = 0  # data rows in the file
+        self.hold = {}  # ordinal of a held row -> ordinal of the last row of its key
+        self.due = {}  # ordinal of such a last row -> ordinals of the held rows of its key
+        self.repeats = set()  # lines of rows not held that repeat the key of an earlier row
+
+    @classmethod
+    def read(cls, items, mapping, max_held):
+        """Build the plan from the file's (line, cells, problem) items, header first."""
+        plan = cls(mapping, max_held)
+        first = {}  # hash of a key -> (ordinal, line) of its first row
+        groups = {}  # hash of a repeated key -> [(ordinal, line), ...] of all its rows
+        header = True
+        n = 0
+        key_mapping = plan.key_mapping
+        for line, cells, problem in items:
+            if header:
+                header = False
+                continue
+            n += 1
+            if problem is not None or not key_mapping:
+                continue
+            key = identity_key(read_cells(cells, key_mapping))
+            if key is None:
+                continue
+            h = hash(key)
+            earlier = first.get(h)
+            if earlier is None:
+                first[h] = (n, line)
+            elif (group := groups.get(h)) is None:
+                groups[h] = [earlier, (n, line)]
+            else:
+                group.append((n, line))
+        plan.rows = n
+        del first
+        room = max_held
+        for group in sorted(groups.values(), key=lambda g: g[-1][0]):
+            last = group[-1][0]
+            if len(group) - 1 <= room:
+                room -= len(group) - 1
+                plan.due[last] = [ordinal for ordinal, _line in group[:-1]]
+                for ordinal, _line in group[:-1]:
+                    plan.hold[ordinal] = last
+            else:
+                plan.repeats.update(line for _ordinal, line in group[1:])
+        return plan
+
+    def chunks(self, items, size, skip):
+        """Chunks `(through, [(line, cells, problem), ...])` of the data rows after the first `skip`
+        (already committed) ones; a held row joins the chunk of the last row of its key, just before it."""
+        hold, due = self.hold, self.due
+        held = {}
+        chunk, index = [], 0
+        header = True
+        for item in items:
+            if header:
+                header = False
+                continue
+            index += 1
+            if hold and (last := hold.get(index)) is not None:
+                if last > skip:
+                    held[index] = item
+                continue
+            if index <= skip:
+                continue
+            if index in due:
+                chunk.extend(held.pop(o) for o in due[index] if o in held)
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield index, chunk
+                chunk = []
+        if held:  # the file ended before a group did (it cannot, read twice the same): lose nothing
+            chunk.extend(held[o] for o in sorted(held))
+        if chunk:
+            yield index, chunk
 
 
 # ----------------------------------------------------------------- the run
@@ -602,9 +714,8 @@ class ImportRun:
         self.default_project_id = self._default_project(job.options or {})
         self.forms = ValueForms(self.lookup, self.default_project_id)
         self.default_status = client_services.default_status_id()
-        self.seen = set()  # hashes of e-mails already met in this file (this run)
-        self.seen_added = []  # those first met in the chunk being processed
-        self.inflight = []  # (through, {id: (values, tags)}, seen_added) of chunks not yet committed
+        self.plan = None  # the file's RepeatPlan, read by _run
+        self.inflight = []  # (through, {id: (values, tags)}) of chunks not yet committed
         self.postgresql = db.session.get_bind().dialect.name == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
         self.created_since_analyze = 0
@@ -678,7 +789,6 @@ class ImportRun:
             self.inflight = [entry for entry in self.inflight if entry[0] > committed]
         by_id, by_email, tags_of = self._fetch_existing(ids, emails)
         self._overlay_inflight(ids, emails, by_id, by_email)
-        self.seen_added = []
         self.lookup.holders = {rec.email: rec for rec in list(by_id.values()) + list(by_email.values())}
         pending = {}
         creates, report = [], []
@@ -745,16 +855,14 @@ class ImportRun:
             rec._audit_new = _create_audit_text(rec, values)  # here, off the writer's path
         for rec in touched:
             state[rec.id] = (dict(_values(rec), id=rec.id), list(rec._tags))
-        self.inflight.append((through, state, self.seen_added))
+        self.inflight.append((through, state))
 
     def forget_inflight(self):
         """The writer stopped: chunks it did not commit will be read and processed again."""
-        for _through, _state, added in self.inflight:
-            self.seen.difference_update(added)
         self.inflight = []
 
     def _overlay_inflight(self, ids, emails, by_id, by_email):
-        for _through, state, _added in self.inflight:
+        for _through, state in self.inflight:
             for values, tags in state.values():
                 if values["id"] in ids or values["email"] in emails:
                     rec = _record(values, tags=tags)
@@ -770,13 +878,9 @@ class ImportRun:
         if row.problem is not None:
             self._fail(row, report, row.problem)
             return "failed"
-        key = hash(row.email_key) if row.email_key else None
-        seen_before = key is not None and key in self.seen and row.email_key not in pending
-        seen_before = seen_before and (self.dry_run or by_email.get(row.email_key) is not None)
-        action, target, notice = duplicate_decision(row, by_id, by_email, pending, seen_before)
-        if key is not None and key not in self.seen:
-            self.seen.add(key)
-            self.seen_added.append(key)
+        repeat = (row.line in self.plan.repeats and row.email_key is not None and row.email_key not in pending
+                  and (self.dry_run or by_email.get(row.email_key) is not None))
+        action, target, notice = duplicate_decision(row, by_id, by_email, pending, repeat)
         if action == "reject":
             self._fail(row, report, notice)
             return "failed"
@@ -800,7 +904,10 @@ class ImportRun:
             return "failed"
         if action == "create":
             return self._create(row, pending, creates, report, now)
-        return self._update(row, target, report, notice, now)
+        outcome = self._update(row, target, report, notice, now)
+        if outcome != "failed" and row.ident is None and row.email_key not in pending:
+            pending[row.email_key] = (target, row.line)  # a later row of this e-mail repeats this one
+        return outcome
 
     def _create(self, row, pending, creates, report, now):
         data = row.data
@@ -821,7 +928,7 @@ class ImportRun:
         if rec.status_id is None:
             rec.status_id = self.default_status
         rec.verification_status = rec.verification_status or "init"
-        pending[row.email_key] = rec
+        pending[row.email_key] = (rec, row.line)
         creates.append(rec)
         return "created"
 
@@ -987,51 +1094,6 @@ class ImportRun:
             bulk.insert_rows(db.session, ImportRowError, rows)
 
 
-def _chunks(iterator, size, skip):
-    """Chunks of data rows after the header, skipping the first `skip` (already committed) ones."""
-    chunk, index = [], 0
-    header_seen = False
-    for item in iterator:
-        if not header_seen:
-            header_seen = True
-            continue
-        index += 1
-        if index <= skip:
-            continue
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield index, chunk
-            chunk = []
-    if chunk:
-        yield index, chunk
-
-
-def count_rows(job):
-    """Data rows in the file (for the progress bar): exact for CSV, the sheet's dimension for XLSX."""
-    path = job_path(job)
-    if job.file_format == "xlsx":
-        import openpyxl
-        with open(path, "rb") as fh:
-            wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
-            try:
-                return max((wb.worksheets[0].max_row or 1) - 1, 0)
-            finally:
-                wb.close()
-    import csv
-    n = 0
-    with open(path, encoding=job.encoding, errors="replace", newline="") as fh:
-        reader = csv.reader(fh, delimiter=job.delimiter)
-        while True:
-            try:
-                if next(reader):
-                    n += 1
-            except StopIteration:
-                break
-            except csv.Error:
-                n += 1
-    return max(n - 1, 0)
-
-
 def _set_job(job_id, **values):
     db.session.execute(update(ImportJob).where(ImportJob.id == job_id).values(**values))
 
@@ -1065,13 +1127,19 @@ def _run(job, user):
                  finished_at=utcnow())
         db.session.commit()
         return
-    total = job.total_rows if job.total_rows is not None else count_rows(job)
-    _set_job(job_id, status="running", total_rows=total, started_at=job.started_at or utcnow(),
-             heartbeat_at=utcnow())
+    _set_job(job_id, status="running", started_at=job.started_at or utcnow(), heartbeat_at=utcnow())
     db.session.commit()
     run = ImportRun(job, user)
     run.done = job.committed_through or 0
     path = job_path(job)
+    # One pass before the run: the rows of repeated keys, and the row count for the progress bar.
+    run.plan = RepeatPlan.read(parsing.iter_file(path, job.file_format, job.encoding, job.delimiter), run.mapping,
+                               int(current_app.config.get("IMPORT_MAX_HELD_ROWS") or 0))
+    total = job.total_rows
+    if total is None:
+        total = run.plan.rows
+        _set_job(job_id, total_rows=total)
+        db.session.commit()
     # PostgreSQL: chunk writers run in threads of their own, so a chunk's validation overlaps the
     # previous chunks' writes (two cores: Python here, PostgreSQL's index work there).
     writers = (max(int(current_app.config.get("IMPORT_WRITERS") or 1), 1)
@@ -1104,7 +1172,7 @@ def _run_chunks(run, job_id, path, job, writers, total):
     writer = ChunkWriter(run, job_id, writers)
     helper = PhoneHelper.start(run, total)
     try:
-        for through, chunk, phones in _phones_ahead(_chunks(rows, run.chunk_size, run.done), helper):
+        for through, chunk, phones in _phones_ahead(run.plan.chunks(rows, run.chunk_size, run.done), helper):
             writer.check()
             if db.session.scalar(select(ImportJob.cancel_requested).where(ImportJob.id == job_id)):
                 writer.close()
@@ -1119,9 +1187,8 @@ def _run_chunks(run, job_id, path, job, writers, total):
                 except IntegrityError:
                     # Another writer took an e-mail (inline) or a new tag (pipelined: a writer
                     # thread's own errors surface from `writer.check`) between our read and our
-                    # write; redo the chunk, which now sees that row. Its e-mails count as unmet.
+                    # write; redo the chunk, which now sees that row.
                     db.session.rollback()
-                    run.seen.difference_update(run.seen_added)
                     if attempt == 2:
                         raise
                     log.warning("import %s: write race in a chunk, retrying it", job_id)

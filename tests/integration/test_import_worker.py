@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(not REDIS_URL, reason="needs TEST_REDIS_URL (a r
 
 N = 12_000
 CHUNK = 500
+REPEATS = 40  # the file ends with later rows of the first clients: held across the kill (RepeatPlan)
 
 
 def _worker_database(kind, tmp_path):
@@ -77,8 +78,9 @@ def rq_env(request, tmp_path):
 
 
 def _csv(n):
-    lines = ["email,firstName,lastName,phone,description"]
-    lines += [f"w{i:06d}@example.org,Worker,Test{i},+49151{i:08d},PIIMARKER-{i}" for i in range(n)]
+    lines = ["email,firstName,lastName,phone,description,billing.city"]
+    lines += [f"w{i:06d}@example.org,Worker,Test{i},+49151{i:08d},PIIMARKER-{i}," for i in range(n)]
+    lines += [f"w{i:06d}@example.org,,,,,Town{i}" for i in range(REPEATS)]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -190,7 +192,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
     worker.wait(timeout=60)
     status, through = _progress(app, job_id)
     seen.append(through)
-    assert status == "done" and through == N
+    assert status == "done" and through == N + REPEATS
     assert all(a <= b for a, b in zip(seen, seen[1:], strict=False)), "the checkpoint never goes back"
 
     with app.app_context():
@@ -202,6 +204,13 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
         assert creates == N  # one audit record per client, none doubled by the repeated chunk
         job = db.session.get(services.ImportJob, job_id)
         assert job.created_count == N and job.failed_count == 0 and job.unchanged_count == 0
+        # the held first rows of the repeated clients, committed by no chunk before the kill, were read
+        # again after it: each such client has its first row's values and its last row's city
+        assert job.updated_count == REPEATS
+        repeated = db.session.execute(select(Client.email, Client.first_name, Client.phone, Client.city)
+                                      .where(Client.city.is_not(None)).order_by(Client.email)).all()
+        assert [tuple(r) for r in repeated] == [(f"w{i:06d}@example.org", "Worker", f"+49151{i:08d}", f"Town{i}")
+                                                for i in range(REPEATS)]
         # R33: no PII in Redis (job args are ids; row data never leaves the database)
         r = jobs.redis_connection()
         for key in r.scan_iter("*"):
