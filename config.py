@@ -178,6 +178,13 @@ class Config:
     JOB_ID_PREFIX = os.environ.get("JOB_ID_PREFIX", "")
     # False: jobs go through RQ (serializer, retries) but run synchronously in the caller (tests).
     JOB_ASYNC = env_bool("JOB_ASYNC", True)
+    # Without Redis: jobs run in a background thread of the web process (not in the request, where
+    # gunicorn's timeout would stop a long import); off, they run inline in the call (tests).
+    JOB_LOCAL_THREAD = env_bool("JOB_LOCAL_THREAD", True)
+    # ... and while idle that thread resumes, every this many seconds, imports whose heartbeat is
+    # older than JOB_STALE_SECONDS (their process died).
+    JOB_LOCAL_RESUME_SECONDS = env_int("JOB_LOCAL_RESUME_SECONDS", 60)
+    JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 900)
     # Exports with more rows than this run as a background job instead of streaming in the request.
     EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 50_000)
     EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "exports"))
@@ -202,6 +209,7 @@ class TestConfig(Config):
                                                                          "clientdesk-test-exports")
     JOB_RETRY_INTERVALS = [0]
     JOB_ASYNC = False
+    JOB_LOCAL_THREAD = False  # inline, so a test reads the finished job (tests of the thread turn it on)
     JOB_ID_PREFIX = f"test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
     FAB_PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"
     WTF_CSRF_ENABLED = False

@@ -2,11 +2,16 @@
 
 Job functions are module-level, take ids only and are idempotent: RQ delivers at least once
 (an abandoned job is retried), and the database row, not Redis, holds the progress. When
-REDIS_URL is unset the job runs inline, in the caller's process.
+REDIS_URL is unset the job runs in the caller's process: in a background thread of it
+(JOB_LOCAL_THREAD, the default: a web request returns at once and no gunicorn timeout stops a
+long import), or inline in the call (the test suite).
 """
 
 import functools
 import logging
+import queue
+import threading
+import types
 
 from flask import current_app, has_app_context
 
@@ -68,6 +73,8 @@ def enqueue(func, *args, job_id, on_failure=None):
     """
     config = current_app.config
     if not config.get("REDIS_URL"):
+        if config.get("JOB_LOCAL_THREAD"):
+            return _local_runner().put(func, args, on_failure)
         return func(*args)
     from rq import Callback, Retry
     from rq.exceptions import DuplicateJobError
@@ -93,6 +100,90 @@ def enqueue(func, *args, job_id, on_failure=None):
             on_failure=Callback(on_failure) if on_failure else None)
     except DuplicateJobError:
         return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+
+
+# ----------------------------------------------------------------- without Redis: one thread per process
+
+class LocalRunner:
+    """Background work of this process when there is no Redis: one daemon thread takes the jobs in
+    turn, each in an app context of its own, as an RQ worker would (no retry: a job that raises
+    gets its failure callback at once). While idle, every JOB_LOCAL_RESUME_SECONDS it resumes
+    imports whose heartbeat stopped (their process died: a restart, a killed gunicorn worker).
+    Two processes may both resume one import: its checkpoint lease lets only one of them write."""
+
+    def __init__(self, app):
+        self.app = app
+        self.jobs = queue.Queue()
+        self.every = max(float(app.config.get("JOB_LOCAL_RESUME_SECONDS") or 60), 0.05)
+        self.thread = threading.Thread(target=self._loop, name="clientdesk-jobs", daemon=True)
+        self.thread.start()
+
+    def put(self, func, args, on_failure=None):
+        self.jobs.put((func, args, on_failure))
+        return None
+
+    def stop(self, timeout=60):
+        """Let the jobs handed over so far run, then end the thread."""
+        self.jobs.put(None)
+        self.thread.join(timeout)
+
+    def _loop(self):
+        while True:
+            try:
+                item = self.jobs.get(timeout=self.every)
+            except queue.Empty:
+                self._resume()
+                continue
+            if item is None:
+                self.jobs.task_done()
+                return
+            func, args, on_failure = item
+            try:
+                with self.app.app_context():
+                    func(*args)
+            except Exception as exc:
+                log.exception("background job %s%r stopped", getattr(func, "__name__", func), args)
+                if on_failure is not None:
+                    try:
+                        with self.app.app_context():
+                            on_failure(types.SimpleNamespace(args=list(args), retries_left=0), None, type(exc),
+                                       exc, exc.__traceback__)
+                    except Exception:
+                        log.exception("failure callback of %r", args)
+            finally:
+                self.jobs.task_done()
+
+    def _resume(self):
+        try:
+            with self.app.app_context():
+                resume_stale_imports(int(self.app.config.get("JOB_STALE_SECONDS") or 900))
+        except Exception:
+            log.exception("resuming stale imports")
+
+
+_runners = {}
+_runners_lock = threading.Lock()
+
+
+def _local_runner(app=None):
+    """This process's LocalRunner for the app, started on first use (after gunicorn forked)."""
+    import os
+    app = app or current_app._get_current_object()
+    key = (os.getpid(), id(app))
+    with _runners_lock:
+        runner = _runners.get(key)
+        if runner is None:
+            runner = _runners[key] = LocalRunner(app)
+    return runner
+
+
+def stop_local_runners():
+    """End this process's LocalRunners once their jobs have run (tests; a runner starts again on use)."""
+    with _runners_lock:
+        runners = list(_runners.values())
+        _runners.clear()
+    for runner in runners:
+        runner.stop()
 
 
 # ----------------------------------------------------------------- import
@@ -144,7 +235,7 @@ def import_rq_id(import_job_id):
 
 def enqueue_import(import_job_id):
     """Queue (or, without Redis, run) the import; deterministic RQ id import-<id>."""
-    if not current_app.config.get("REDIS_URL"):
+    if not current_app.config.get("REDIS_URL") and not current_app.config.get("JOB_LOCAL_THREAD"):
         try:
             return run_import_job(import_job_id)
         except Exception:
@@ -157,14 +248,16 @@ def resume_stale_imports(stale_seconds=900):
     """Re-enqueue running imports whose heartbeat stopped (a lost job, rq#2015); returns their ids."""
     import datetime as dt
 
-    from sqlalchemy import or_, select
+    from sqlalchemy import and_, or_, select
 
     from ..extensions import db
     from .models import ImportJob, utcnow
     cutoff = utcnow() - dt.timedelta(seconds=stale_seconds)
     ids = list(db.session.scalars(select(ImportJob.id).where(
         ImportJob.status.in_(("queued", "running")),
-        or_(ImportJob.heartbeat_at.is_(None), ImportJob.heartbeat_at < cutoff))))
+        or_(ImportJob.heartbeat_at < cutoff, and_(ImportJob.heartbeat_at.is_(None), ImportJob.created_at < cutoff)))
+        .order_by(ImportJob.id)))
+    db.session.commit()  # end the read: the resumed jobs may run in this very thread
     for import_job_id in ids:
         enqueue_import(import_job_id)
     return ids

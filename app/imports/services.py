@@ -313,6 +313,7 @@ def start(job, user):
         return job
     job.mapping = check_mapping(job.mapping, len(job.headers or []))
     job.status = "queued"
+    job.heartbeat_at = utcnow()  # queued now: a job lost before it starts is resumed from here
     db.session.commit()
     jobs.enqueue_import(job.id)
     db.session.expire_all()
