@@ -233,9 +233,10 @@ def import_rq_id(import_job_id):
     return f"{current_app.config.get('JOB_ID_PREFIX', '')}import-{int(import_job_id)}"
 
 
-def enqueue_import(import_job_id):
-    """Queue (or, without Redis, run) the import; deterministic RQ id import-<id>."""
-    if not current_app.config.get("REDIS_URL") and not current_app.config.get("JOB_LOCAL_THREAD"):
+def enqueue_import(import_job_id, wait=False):
+    """Queue the import (deterministic RQ id import-<id>); without Redis, hand it to this process's
+    job thread, or run it here when `wait` (or JOB_LOCAL_THREAD is off)."""
+    if not current_app.config.get("REDIS_URL") and (wait or not current_app.config.get("JOB_LOCAL_THREAD")):
         try:
             return run_import_job(import_job_id)
         except Exception:

@@ -306,8 +306,9 @@ def apply_mapping(user, job, mapping_id):
     return matched
 
 
-def start(job, user):
-    """Queue the import (RQ when REDIS_URL is set, inline otherwise); returns the job."""
+def start(job, user, wait=False):
+    """Queue the import (RQ when REDIS_URL is set; else the web process's job thread, or inline when
+    `wait`, as the CLI does); returns the job."""
     from . import jobs
     if job.status != "uploaded":
         return job
@@ -315,7 +316,7 @@ def start(job, user):
     job.status = "queued"
     job.heartbeat_at = utcnow()  # queued now: a job lost before it starts is resumed from here
     db.session.commit()
-    jobs.enqueue_import(job.id)
+    jobs.enqueue_import(job.id, wait=wait)
     db.session.expire_all()
     return db.session.get(ImportJob, job.id)
 
@@ -1464,13 +1465,14 @@ def status_payload(job):
 
 
 def import_file(path, user, project=None, dry_run=False, encoding=None, delimiter=None, mapping=None):
-    """The CLI door: store the file, map it automatically (or as given) and run it now or on RQ."""
+    """The CLI door: store the file, map it automatically (or as given) and run it now (no Redis: in
+    this process, to the end) or on RQ."""
     with open(path, "rb") as fh:
         job = store_upload(fh, os.path.basename(path), user, encoding=encoding, delimiter=delimiter,
                            dry_run=dry_run, options={"project": project} if project else None)
     if mapping:
         configure(job, user, mapping=mapping)
-    return start(job, user)
+    return start(job, user, wait=True)
 
 
 def mapping_json(job):

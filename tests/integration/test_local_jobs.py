@@ -115,3 +115,17 @@ def test_the_idle_thread_resumes_an_import_whose_process_died(app, world, local_
     local_thread.stop_local_runners()
     assert threads == ["clientdesk-jobs"]
     assert _job(app, job_id)[:3] == ("done", 2, 2)
+
+
+def test_the_cli_door_runs_the_import_to_the_end_in_its_own_process(app, world, local_thread, tmp_path):
+    """`flask clientdesk import` (import_file) ends with its process: it must not hand the file to a
+    thread that dies with it."""
+    from app.extensions import db
+    from app.imports import services
+    path = tmp_path / "cli.csv"
+    path.write_text(CSV.replace("t1@", "c1@").replace("t2@", "c2@"))
+    with app.app_context():
+        job = services.import_file(str(path), user(app, "admin"))
+        assert (job.status, job.created_count) == ("done", 2)
+        db.session.remove()
+    assert not local_thread._runners  # no job thread was started
