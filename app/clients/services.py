@@ -397,6 +397,10 @@ def immutable_changes(existing, data):
     return errors
 
 
+_PERSONAL_REQUIRED = (("first_name", _l("First name is required.")),
+                      ("phone", _l("Phone is required for personal clients.")))
+
+
 def validate_client_data(data, actor, existing=None, lookup=None):
     """Check and normalise `data`; returns the clean dict or raises ValidationFailed.
 
@@ -540,8 +544,7 @@ def validate_client_data(data, actor, existing=None, lookup=None):
         if stage.client_type != ctype:
             errors["funnel_stage_id"] = [_l("This funnel stage belongs to the other client type.")]
     if ctype == "personal":
-        for key, message in (("first_name", _l("First name is required.")),
-                             ("phone", _l("Phone is required for personal clients."))):
+        for key, message in _PERSONAL_REQUIRED:
             if (not partial or key in data) and not out.get(key) and key not in errors:
                 errors[key] = [message]
     elif ctype == "business":

@@ -9,7 +9,6 @@ go through `audited_bulk_update`, which records old values first.
 import datetime as dt
 import decimal
 import enum
-import orjson
 
 from sqlalchemy import (Column, DateTime, Integer, String, Text, event, inspect, insert, select)
 from sqlalchemy.orm import Session
@@ -62,13 +61,9 @@ class Audited:
         return None
 
 
-_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
 def _json(value):
-    """Structures as sorted, compact JSON text. orjson: a client's create record (20-odd values, the
-    audit row of every imported client) in ~3 µs instead of ~16 µs with the json module."""
-    return orjson.dumps(value, default=str, option=_JSON_OPTIONS).decode()
+    """Structures as sorted, compact JSON text (orjson: the create record of every imported client)."""
+    return bulk.json_text(value, sort_keys=True, default=str)
 
 
 def value_text(value):

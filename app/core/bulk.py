@@ -12,7 +12,9 @@ import gc
 import json
 from contextlib import contextmanager
 
-from sqlalchemy import JSON, insert
+import orjson
+
+from sqlalchemy import JSON, any_, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 
 
@@ -37,6 +39,17 @@ def batch_gc(threshold=50_000):
         gc.unfreeze()
 
 
+def among(column, values, dialect_name):
+    """`column IN values` for a lookup by thousands of keys at once. On PostgreSQL it is
+    `column = ANY(:array)`, one array parameter: an IN list of 5,000 bound values is compiled and
+    planned value by value (measured: 150 ms against 75 ms for 5,000 new e-mails)."""
+    values = list(values)
+    if dialect_name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
 def insert_rows(session, table, rows):
     """Insert `rows` (list of dicts, same keys) into `table` (a Table or a mapped class); returns the count."""
     if not rows:
@@ -59,7 +72,15 @@ def _defaults(table, cols):
             if c.name not in cols and c.default is not None and (c.default.is_callable or c.default.is_scalar)]
 
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+def json_text(value, sort_keys=False, default=None):
+    """JSON text of a value, as stored (the engine's JSON serializer, COPY's JSON columns, the audit
+    log's structured values). orjson, compact: a client's 20-odd values in ~3 µs against ~16 µs with
+    the json module. What orjson refuses (integers beyond 64 bits) the json module writes."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    try:
+        return orjson.dumps(value, default=default, option=option).decode()
+    except TypeError:
+        return json.dumps(value, sort_keys=sort_keys, ensure_ascii=False, default=default)
 
 
 def _copy(session, table, cols, rows):
@@ -79,7 +100,7 @@ def _copy(session, table, cols, rows):
                     value = values[i]
                     if value is not None:
                         # COPY's text form of a JSON value is its JSON text (most are empty)
-                        values[i] = "{}" if value == {} else _dumps(value)
+                        values[i] = "{}" if value == {} else json_text(value)
                 for _name, arg, is_callable in defaults:
                     values.append(arg(None) if is_callable else arg)
                 copy.write_row(values)

@@ -119,6 +119,17 @@ def normalize_phone(value, default_region=None):
 
 def normalize_country(value):
     """Accept an ISO 3166 alpha-2, alpha-3 or English name (any case); return alpha-2."""
+    if isinstance(value, str):
+        return _country_of_text(value)  # a file repeats a few hundred spellings a million times
+    return _normalize_country(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _country_of_text(value):
+    return _normalize_country(value)
+
+
+def _normalize_country(value):
     value = clean_text(value, 100)
     if not value:
         return None

@@ -718,7 +718,8 @@ class ImportRun:
         self.default_status = client_services.default_status_id()
         self.plan = None  # the file's RepeatPlan, read by _run
         self.inflight = []  # (through, {id: (values, tags)}) of chunks not yet committed
-        self.postgresql = db.session.get_bind().dialect.name == "postgresql"
+        self.dialect = db.session.get_bind().dialect.name
+        self.postgresql = self.dialect == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
         self.created_since_analyze = 0
         self.created_total = 0
@@ -816,9 +817,9 @@ class ImportRun:
         by_id, by_email = {}, {}
         conds = []
         if ids:
-            conds.append(CLIENT.c.id.in_(sorted(ids)))
+            conds.append(bulk.among(CLIENT.c.id, sorted(ids), self.dialect))
         if emails:
-            conds.append(CLIENT.c.email.in_(sorted(emails)))
+            conds.append(bulk.among(CLIENT.c.email, sorted(emails), self.dialect))
         tags_of = {}
         if conds:
             for r in db.session.execute(select(CLIENT).where(or_(*conds))).mappings():
@@ -830,7 +831,7 @@ class ImportRun:
             if by_id and "tags" in self.mapped:
                 for cid, name in db.session.execute(
                         select(client_tag.c.client_id, Tag.name).join(Tag, Tag.id == client_tag.c.tag_id)
-                        .where(client_tag.c.client_id.in_(sorted(by_id)))):
+                        .where(bulk.among(client_tag.c.client_id, sorted(by_id), self.dialect))):
                     tags_of.setdefault(cid, []).append(name)
                 for cid, rec in by_id.items():
                     rec._tags = sorted(tags_of.get(cid, []), key=str.lower)
@@ -919,7 +920,7 @@ class ImportRun:
         except ValidationFailed as exc:
             self._fail(row, report, _reason(exc.field_errors))
             return "failed"
-        values = {c: None for c in COLUMNS}
+        values = dict.fromkeys(COLUMNS)
         values.update(client_type=clean["client_type"], email=clean["email"], project_id=clean["project_id"],
                       state="active", custom_fields={}, meta={}, full_name="", verification_status="init",
                       outcome="open", processed=False, rating=0, actions_exist=False,

@@ -17,7 +17,7 @@ from tests.conftest import PASSWORD
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-TIMEOUT_MS = 10_000
+TIMEOUT_MS = 20_000  # generous: CI runs the browser tests beside another xdist worker on 2 cores
 
 
 @pytest.fixture(scope="session")
