@@ -583,8 +583,8 @@ class RepeatPlan:
     def read(cls, items, mapping, max_held):
         """Build the plan from the file's (line, cells, problem) items, header first."""
         plan = cls(mapping, max_held)
-        first = {}  # hash of a key -> (ordinal, line) of its first row
-        groups = {}  # hash of a repeated key -> [(ordinal, line), ...] of all its rows
+        first = {}  # hash of a key -> ordinal of its first row (ints only: 1M keys take ~100 MB here)
+        groups = {}  # hash of a repeated key -> [(ordinal, line), ...] of its rows (no line for the first)
         header = True
         n = 0
         key_mapping = plan.key_mapping
@@ -601,9 +601,9 @@ class RepeatPlan:
             h = hash(key)
             earlier = first.get(h)
             if earlier is None:
-                first[h] = (n, line)
+                first[h] = n
             elif (group := groups.get(h)) is None:
-                groups[h] = [earlier, (n, line)]
+                groups[h] = [(earlier, None), (n, line)]
             else:
                 group.append((n, line))
         plan.rows = n
