@@ -104,7 +104,8 @@ def _set_fields(app, cid, **values):
 
 
 HOSTILE = ["=cmd|' /C calc'!A0", "+49 trick", "-2+3", "@SUM(A1)", "\tTab", "'=already", "''+two", "plain 'quote'",
-           'say "hi", then', "multi\nline\r\nnote", "-", "'", ""]
+           'say "hi", then', "multi\nline\r\nnote", "-", "'", "",
+           "1st floor", "'plain", "'''", "Ünal =x", "~tilde"]
 
 
 def test_every_export_path_writes_the_same_cells(app, world, web, make_client):
