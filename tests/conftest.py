@@ -32,11 +32,26 @@ DOMAIN_TABLES = ["import_row_error", "import_job", "export_job", "import_mapping
                  "staff_preference"]
 
 
+_FRESH_FILES = set()  # file databases this session has started afresh
+
+
 def _database_url(suffix=""):
     """SQLite in memory, or a PostgreSQL database of its own per xdist worker (created if missing;
     `suffix` names another one, e.g. for a subprocess's database)."""
     url = os.environ.get("TEST_DATABASE_URL", "sqlite://")
     worker = os.environ.get("PYTEST_XDIST_WORKER") or "main"
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        # a file database (where writer threads get connections of their own): one per worker,
+        # started afresh by each session (suffixed ones belong to a subprocess, which starts them)
+        stem, ext = os.path.splitext(url[len("sqlite:///"):])
+        path = f"{stem}_{worker}{suffix}{ext or '.db'}"
+        if not suffix and path not in _FRESH_FILES:
+            _FRESH_FILES.add(path)
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            for leftover in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        return "sqlite:///" + path
     if url.startswith("postgresql"):
         import hashlib
 

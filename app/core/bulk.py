@@ -140,5 +140,35 @@ def _executemany(session, table, cols, rows):
                 out = proc(value)
                 seen[i] = (value, out)
             values[i] = out
-        params.append(tuple(values))
-    connection.exec_driver_sql(compiled.string, params)
+        params.append(values)
+    if dialect.name == "sqlite":
+        _sqlite_values(connection, table, names, params)
+    else:
+        connection.exec_driver_sql(compiled.string, [tuple(p) for p in params])
+
+
+def _sqlite_values(connection, table, names, params):
+    """SQLite: one INSERT … VALUES (…), (…) … per few hundred rows, not one statement per row.
+
+    The rows are the same either way; what changes is how often the driver comes back to Python.
+    It releases the GIL around each statement, and a writer thread that has to win the GIL back
+    after every row, beside a thread busy validating the next chunk, waits out the interpreter's
+    switch interval each time (measured: a chunk's executemany took twice as long in a writer
+    thread as inline)."""
+    quote = connection.dialect.identifier_preparer.quote
+    # identifiers of our own tables, quoted by the dialect; every value is a bound parameter
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) VALUES "  # noqa: S608
+    one = "(" + ", ".join("?" * len(names)) + ")"
+    per = max(1, min(500, _SQLITE_MAX_VARIABLES // max(len(names), 1)))
+    statements = {}
+    for start in range(0, len(params), per):
+        batch = params[start:start + per]
+        stmt = statements.get(len(batch))
+        if stmt is None:
+            stmt = statements[len(batch)] = head + ", ".join([one] * len(batch))
+        connection.exec_driver_sql(stmt, tuple(v for row in batch for v in row))
+
+
+# The bound parameters one SQLite statement may carry (SQLITE_MAX_VARIABLE_NUMBER since 3.32; the
+# oldest SQLite Python 3.11 builds with allows 999)
+_SQLITE_MAX_VARIABLES = 999 if __import__("sqlite3").sqlite_version_info < (3, 32) else 32766

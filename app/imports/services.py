@@ -725,6 +725,10 @@ class ImportRun:
         self.created_total = 0
         self.created_seen = 0  # the writer's `created` as of the last note_created
         self.analyzed_rows = self._table_estimate() if self.postgresql else 0
+        # SQLite, pipelined: new clients get their ids here, ahead of the writer thread (see
+        # assign_identities); the last id handed out, as the writer may not have written it yet
+        self.ids_ahead = False
+        self.last_id = 0
 
     def _default_project(self, options):
         wanted = options.get("project")
@@ -1007,7 +1011,7 @@ class ImportRun:
             # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
             # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
             ids = {}
-            if self.postgresql:
+            if creates[0].id is not None:  # ids assigned ahead (PostgreSQL's sequence, SQLite pipelined)
                 for rec, row in zip(creates, params, strict=True):
                     row["id"] = ids[rec.uid] = rec.id
                 bulk.insert_rows(session, CLIENT, params)
@@ -1072,6 +1076,16 @@ class ImportRun:
                                           "FROM generate_series(1, :n)"), {"n": len(creates)}).scalars().all()
             for rec, new_id in zip(creates, seq, strict=True):
                 rec.id = new_id
+        elif self.ids_ahead:
+            # SQLite has no sequence: the ids after the highest one written and the last one handed
+            # out (this runs under the write lock the UID counter's update took). A web request
+            # inserting a client before the writer does may take one of them: the writer's insert
+            # then fails and the run goes on chunk by chunk (_run), where ids come from the insert.
+            top = db.session.scalar(select(func.max(CLIENT.c.id))) or 0
+            first_id = max(top, self.last_id) + 1
+            for n, rec in enumerate(creates):
+                rec.id = first_id + n
+            self.last_id = first_id + len(creates) - 1
 
     def _tag_ids(self, names):
         if not names:
@@ -1149,10 +1163,8 @@ def _run(job, user):
         total = run.plan.rows
         _set_job(job_id, total_rows=total)
         db.session.commit()
-    # PostgreSQL: chunk writers run in threads of their own, so a chunk's validation overlaps the
-    # previous chunks' writes (two cores: Python here, PostgreSQL's index work there).
-    writers = (max(int(current_app.config.get("IMPORT_WRITERS") or 1), 1)
-               if run.postgresql and current_app.config.get("IMPORT_PIPELINE", True) else 0)
+    writers = _pipeline_writers(run)
+    run.ids_ahead = bool(writers) and not run.postgresql
     try:
         finished = _run_chunks(run, job_id, path, job, writers, total)
     except IntegrityError:
@@ -1163,12 +1175,31 @@ def _run(job, user):
         db.session.rollback()
         log.warning("import %s: write race in a pipelined chunk, resuming chunk by chunk", job_id)
         run.forget_inflight()
+        run.ids_ahead = False
         finished = _run_chunks(run, job_id, path, job, 0, total)
     if finished:
         run.analyze_all()
         _set_job(job_id, status="done", finished_at=utcnow(), heartbeat_at=utcnow(),
                  total_rows=func.coalesce(ImportJob.committed_through, 0))
         db.session.commit()
+
+
+def _pipeline_writers(run):
+    """Writer threads for this run (0: chunk by chunk in this thread).
+
+    Chunk writers run in threads of their own, so a chunk's validation overlaps the previous
+    chunks' writes: on PostgreSQL, Python here and the server's index work on the other core
+    (IMPORT_WRITERS threads); on SQLite one writer thread (the file has one write lock), whose
+    inserts run in SQLite's C code with the GIL released. An in-memory SQLite database is one
+    connection shared by every thread, so it stays chunk by chunk.
+    """
+    if not current_app.config.get("IMPORT_PIPELINE", True):
+        return 0
+    if run.postgresql:
+        return max(int(current_app.config.get("IMPORT_WRITERS") or 1), 1)
+    if run.dialect == "sqlite" and db.engine.url.database not in (None, "", ":memory:"):
+        return 1
+    return 0
 
 
 class ConcurrentRun(RuntimeError):
@@ -1312,10 +1343,20 @@ def _phones_ahead(chunks, helper):
 
 def _submit_chunk(run, writer, through, chunk, writers):
     now = utcnow()
-    creates, touched, report, counts = run.process(chunk, committed=writer.committed)
+    if writers:
+        # A fresh read transaction, begun after the checkpoint is read: under SQLite's write-ahead
+        # log a transaction reads the file as it was at its first read, and the chunks committed
+        # by then must be visible here (they leave the in-flight overlay). On PostgreSQL each
+        # statement sees every commit anyway.
+        db.session.commit()
+    committed = writer.committed
+    creates, touched, report, counts = run.process(chunk, committed=committed)
     report = run.kept_report(report)
     tag_ids = None
     if writers:
+        # End the chunk's reads before the UID counter's update: SQLite refuses to turn a read
+        # transaction into a write once the writer thread has committed since it began.
+        db.session.commit()
         if not run.dry_run:
             if creates:
                 run.assign_identities(creates)
@@ -1346,7 +1387,8 @@ class _Abandoned(RuntimeError):
 class ChunkWriter:
     """Writes processed chunks, each with its checkpoint in one transaction, committed in file order.
 
-    Threaded (PostgreSQL), `threads` writer threads with their own app contexts and sessions take
+    Threaded (PostgreSQL; SQLite in a file with one thread), `threads` writer threads with their own
+    app contexts and sessions take
     the chunks in turn while the caller processes the next ones: PostgreSQL's work for two chunks
     (index maintenance, mostly) runs in two backends at once. A chunk writes its new clients at
     once, then waits for the chunk before it to commit before it changes existing clients (they
