@@ -8,13 +8,14 @@ SQLite, the chunks' writes went 13.7 s -> 12.6 s). Rows are dicts with the same 
 columns are refused; Python-side column defaults fill the columns the rows leave out.
 """
 
+import datetime as dt
 import gc
 import json
 from contextlib import contextmanager
 
 import orjson
 
-from sqlalchemy import JSON, any_, bindparam, insert
+from sqlalchemy import JSON, DateTime, any_, bindparam, insert
 from sqlalchemy.exc import IntegrityError
 
 
@@ -92,6 +93,11 @@ def _copy(session, table, cols, rows):
     quoted = ", ".join(f'"{n}"' for n in names)
     connection = session.connection().connection.driver_connection
     statement = f'COPY "{table.name}" ({quoted}) FROM STDIN'
+    # Timestamps go as their ISO text: the driver's own dumper takes ~2 µs a value, three of them
+    # nearly half of a client row's formatting, and a chunk's rows mostly share one `now` object,
+    # whose text is made once (the value is the very object of the previous row's).
+    stamp_cols = [i for i, n in enumerate(names) if isinstance(table.c[n].type, DateTime)]
+    stamps = {i: (_UNSEEN, None) for i in stamp_cols}
     try:
         with connection.cursor() as cur, cur.copy(statement) as copy:
             for row in rows:
@@ -103,6 +109,14 @@ def _copy(session, table, cols, rows):
                         values[i] = "{}" if value == {} else json_text(value)
                 for _name, arg, is_callable in defaults:
                     values.append(arg(None) if is_callable else arg)
+                for i in stamp_cols:
+                    value = values[i]
+                    if value.__class__ is dt.datetime:
+                        last, text = stamps[i]
+                        if value is not last:
+                            text = value.isoformat(sep=" ")
+                            stamps[i] = (value, text)
+                        values[i] = text
                 copy.write_row(values)
     except psycopg.IntegrityError as exc:
         # The driver's own connection bypasses SQLAlchemy's error wrapping: give callers the same
