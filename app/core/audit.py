@@ -188,12 +188,14 @@ def record_rows(session, records):
     if not records:
         return 0
     actor = current_actor()
-    now = utcnow()
-    rows = [dict(created_at=now, user_id=actor.user_id, job_id=actor.job_id, entity=r["entity"],
-                 entity_id=r["entity_id"], client_id=r.get("client_id"), operation=r["operation"],
-                 field=r["field"], old_value=_to_text(r.get("old")), new_value=_to_text(r.get("new")))
-            for r in records]
-    return bulk.insert_rows(session, AuditLog, rows)
+    now, user_id, job_id = utcnow(), actor.user_id, actor.job_id
+    rows = [(now, user_id, job_id, r["entity"], r["entity_id"], r.get("client_id"), r["operation"], r["field"],
+             _to_text(r.get("old")), _to_text(r.get("new"))) for r in records]
+    return bulk.insert_rows(session, AuditLog, rows, columns=_RECORD_COLUMNS)
+
+
+_RECORD_COLUMNS = ("created_at", "user_id", "job_id", "entity", "entity_id", "client_id", "operation", "field",
+                   "old_value", "new_value")
 
 
 @event.listens_for(Session, "do_orm_execute")

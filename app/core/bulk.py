@@ -4,8 +4,9 @@
 transaction, so a rollback still undoes them). On PostgreSQL it streams the rows with COPY;
 elsewhere it is one DBAPI executemany of plain tuples, each value passed through its column
 type's own bind processor (no per-row statement machinery: measured on the 100k import into
-SQLite, the chunks' writes went 13.7 s -> 12.6 s). Rows are dicts with the same keys; keys that are not table
-columns are refused; Python-side column defaults fill the columns the rows leave out.
+SQLite, the chunks' writes went 13.7 s -> 12.6 s). Rows are dicts with the same keys, or tuples in the
+order of a list of columns; names that are not table columns are refused; Python-side column defaults
+fill the columns the rows leave out.
 """
 
 import datetime as dt
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 
 import orjson
 
-from sqlalchemy import JSON, DateTime, any_, bindparam, insert
+from sqlalchemy import JSON, DateTime, any_, bindparam, insert, text
 from sqlalchemy.exc import IntegrityError
 
 
@@ -51,15 +52,36 @@ def among(column, values, dialect_name):
     return column.in_(values)
 
 
-def insert_rows(session, table, rows):
-    """Insert `rows` (list of dicts, same keys) into `table` (a Table or a mapped class); returns the count."""
+def index_scans(session, on=True):
+    """PostgreSQL: plan this transaction's next statements as plain index scans (on), or as usual
+    again (off): a bulk lookup by key (`among`) that must use its column's B-tree index. Sequential
+    and bitmap scans are disabled with SET LOCAL (bitmap scans are the only ones a GIN index offers),
+    so the transaction's end undoes it too. No-op on other databases."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if on:
+        session.execute(text("SELECT set_config('enable_seqscan', 'off', true), "
+                             "set_config('enable_bitmapscan', 'off', true)"))
+    else:
+        session.execute(text("SELECT set_config(name, reset_val, true) FROM pg_settings "
+                             "WHERE name IN ('enable_seqscan', 'enable_bitmapscan')"))
+
+
+def insert_rows(session, table, rows, columns=None):
+    """Insert `rows` into `table` (a Table or a mapped class); returns the count.
+
+    Rows are dicts with the same keys, or, with `columns` (the column names, in order), tuples of
+    values in that order (a hot path builds them straight off its records, no dict per row).
+    """
     if not rows:
         return 0
     table = getattr(table, "__table__", table)
-    cols = list(rows[0])
+    cols = list(columns) if columns is not None else list(rows[0])
     unknown = [c for c in cols if c not in table.c]
     if unknown:
         raise KeyError(f"not columns of {table.name}: {unknown}")
+    if columns is None:
+        rows = [[row[c] for c in cols] for row in rows]
     if session.get_bind().dialect.name == "postgresql":
         _copy(session, table, cols, rows)
     else:
@@ -101,7 +123,7 @@ def _copy(session, table, cols, rows):
     try:
         with connection.cursor() as cur, cur.copy(statement) as copy:
             for row in rows:
-                values = [row[c] for c in cols]
+                values = list(row)
                 for i in json_cols:
                     value = values[i]
                     if value is not None:
@@ -135,7 +157,8 @@ def _executemany(session, table, cols, rows):
     names = list(compiled.positiontup)  # the statement's own parameter order
     procs = [(i, p) for i, p in enumerate(table.c[n].type._cached_bind_processor(dialect) for n in names)
              if p is not None]
-    given = [(i, n) for i, n in enumerate(names) if n not in defaults]
+    position = {n: k for k, n in enumerate(cols)}
+    given = [(i, position[n]) for i, n in enumerate(names) if n not in defaults]
     filled = [(i, *defaults[n]) for i, n in enumerate(names) if n in defaults]
     # Bind processors are pure: a value that is the very object of the previous row's (a chunk's
     # shared timestamp, None, small ints) reuses its result.
@@ -143,8 +166,8 @@ def _executemany(session, table, cols, rows):
     params = []
     for row in rows:
         values = [None] * len(names)
-        for i, name in given:
-            values[i] = row[name]
+        for i, k in given:
+            values[i] = row[k]
         for i, arg, is_callable in filled:
             values[i] = arg(None) if is_callable else arg
         for i, proc in procs:

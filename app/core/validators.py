@@ -26,12 +26,19 @@ def clean_text(value, max_length=None, multiline=False):
         return None
     if not isinstance(value, str):
         value = str(value)
-    value = unicodedata.normalize("NFC", value).strip()
+    if value.isascii():
+        # ASCII is its own NFC form, and printable ASCII holds none of the refused characters
+        value = value.strip()
+        plain = value.isprintable()
+    else:
+        value = unicodedata.normalize("NFC", value).strip()
+        plain = False
     if not value:
         return None
-    check = value.replace("\n", "").replace("\r", "").replace("\t", "") if multiline else value
-    if _FORBIDDEN.search(check) or (not multiline and ("\n" in value or "\r" in value)):
-        raise ValueError(_l("Contains characters that are not allowed."))
+    if not plain:
+        check = value.replace("\n", "").replace("\r", "").replace("\t", "") if multiline else value
+        if _FORBIDDEN.search(check) or (not multiline and ("\n" in value or "\r" in value)):
+            raise ValueError(_l("Contains characters that are not allowed."))
     if max_length and len(value) > max_length:
         raise ValueError(_l("Must be at most %(max)d characters (now %(n)d).", max=max_length, n=len(value)))
     return value

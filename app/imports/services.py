@@ -25,7 +25,7 @@ import uuid
 from flask import current_app
 from flask_appbuilder.security.sqla.models import User
 from flask_babel import force_locale, lazy_gettext as _l
-from sqlalchemy import bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ..clients import forms
@@ -344,6 +344,9 @@ def _labels_index(labels):
     return out
 
 
+_MAX_KEYS = 50_000
+
+
 class ValueForms:
     """Resolves the accepted value forms of one file's cells to client service values."""
 
@@ -374,27 +377,36 @@ class ValueForms:
         self.states = _labels_index(forms.STATE_LABELS)
         self.genders = _labels_index(forms.GENDER_LABELS)
         self.countries = {}
+        self._keys = {}  # raw cell -> _n(raw): a file repeats its few hundred projects, desks, staff…
+
+    def _key(self, raw):
+        key = self._keys.get(raw)
+        if key is None:
+            key = _n(raw)
+            if len(self._keys) < _MAX_KEYS:
+                self._keys[raw] = key
+        return key
 
     def choice(self, index, raw, message):
-        key = index.get(_n(raw))
+        key = index.get(self._key(raw))
         if key is None:
             raise ValueError(message)
         return key
 
     def project(self, raw):
-        pid = self.projects.get(_n(raw))
+        pid = self.projects.get(self._key(raw))
         if pid is None:
             raise ValueError(_l("Unknown project: %(value)s.", value=raw[:100]))
         return pid
 
     def desk(self, raw, project_id):
-        did = self.desks.get(project_id, {}).get(_n(raw))
+        did = self.desks.get(project_id, {}).get(self._key(raw))
         if did is None:
             raise ValueError(_l("No desk %(value)s in the client's project.", value=raw[:100]))
         return did
 
     def manager(self, raw):
-        ids = self.staff.get(_n(raw), set())
+        ids = self.staff.get(self._key(raw), set())
         if not ids:
             raise ValueError(_l("Unknown staff user: %(value)s.", value=raw[:100]))
         if len(ids) > 1:
@@ -402,7 +414,7 @@ class ValueForms:
         return next(iter(ids))
 
     def status(self, raw):
-        sid = self.statuses.get(_n(raw))
+        sid = self.statuses.get(self._key(raw))
         if sid is None:
             raise ValueError(_l("Unknown status: %(value)s.", value=raw[:100]))
         return sid
@@ -461,47 +473,89 @@ def read_cells(cells, mapping):
     return raw
 
 
-def map_row(row, mapping, forms_):
-    """Fill row.data (client service keys) from the cells; value-form errors go to row.errors."""
+def _map_id(row, value, forms_):
+    if not value.isdigit():
+        raise ValueError(_l("The id must be a whole number."))
+    row.ident = int(value)
+
+
+def _map_email(row, value, forms_):
+    row.data["email"] = value
+    row.email_key = value.casefold()
+
+
+def _map_desk(row, value, forms_):
+    row.desk = value  # resolved once the row's project is known (resolve_desk)
+
+
+def _map_created(row, value, forms_):
+    row.created_at = parse_created(value)
+
+
+def _map_into(service_key, resolve):
+    def mapper(row, value, forms_):
+        row.data[service_key] = resolve(forms_, value)
+    return mapper
+
+
+def _map_entry(bucket, name):
+    def mapper(row, value, forms_):
+        row.data.setdefault(bucket, {})[name] = value
+    return mapper
+
+
+# The file keys whose cells are more than the service value's text (value forms, identity)
+_MAPPERS = {
+    "id": _map_id,
+    "email": _map_email,
+    "type": _map_into("client_type", lambda f, value: f.choice(f.types, value, _CHOOSE_TYPE)),
+    "state": _map_into("state", lambda f, value: f.choice(f.states, value, _CHOOSE_STATE)),
+    "gender": _map_into("gender", lambda f, value: f.choice(f.genders, value, _CHOOSE_GENDER)),
+    "status": _map_into("status_id", ValueForms.status),
+    "project": _map_into("project_id", ValueForms.project),
+    "desk": _map_desk,
+    "manager": _map_into("manager_id", ValueForms.manager),
+    "billing.country": _map_into("country", ValueForms.country),
+    "nationality": _map_into("nationality", ValueForms.country),
+    "created": _map_created,
+}
+
+
+def compile_mapping(mapping):
+    """A mapping's [(column, key, service key, mapper)] for map_row: a plain text field has its
+    service key and no mapper; custom fields, meta entries and value forms have a mapper."""
+    plan = []
+    for index, key in mapping:
+        mapper = _MAPPERS.get(key)
+        if mapper is None and key.startswith(F.CUSTOM_PREFIX):
+            mapper = _map_entry("custom_fields", key[len(F.CUSTOM_PREFIX):])
+        elif mapper is None and key.startswith(F.META_PREFIX):
+            mapper = _map_entry("meta", key[len(F.META_PREFIX):])
+        plan.append((index, key, None if mapper is not None else F.FIELDS[key], mapper))
+    return plan
+
+
+def map_row(row, plan, forms_):
+    """Fill row.data (client service keys) from the cells, read as `read_cells` reads them;
+    value-form errors go to row.errors. `plan`: compile_mapping of the job's mapping."""
     cells = row.cells
-    data, errors = row.data, row.errors
-    for key, value in read_cells(cells, mapping).items():
+    width = len(cells)
+    data = row.data
+    for index, key, service_key, mapper in plan:
+        if index >= width:
+            continue
+        value = cells[index].strip()
+        if not value:
+            continue
+        if value[0] == "'":
+            value = unneutralise(value)  # an exported cell: the apostrophe only guarded a formula trigger
+        if mapper is None:
+            data[service_key] = value
+            continue
         try:
-            if key == "id":
-                if not value.isdigit():
-                    raise ValueError(_l("The id must be a whole number."))
-                row.ident = int(value)
-            elif key == "email":
-                data["email"] = value
-                row.email_key = value.casefold()
-            elif key == "type":
-                data["client_type"] = forms_.choice(forms_.types, value, _CHOOSE_TYPE)
-            elif key == "state":
-                data["state"] = forms_.choice(forms_.states, value, _CHOOSE_STATE)
-            elif key == "gender":
-                data["gender"] = forms_.choice(forms_.genders, value, _CHOOSE_GENDER)
-            elif key == "status":
-                data["status_id"] = forms_.status(value)
-            elif key == "project":
-                data["project_id"] = forms_.project(value)
-            elif key == "desk":
-                row.desk = value  # resolved once the row's project is known (resolve_desk)
-            elif key == "manager":
-                data["manager_id"] = forms_.manager(value)
-            elif key == "billing.country":
-                data["country"] = forms_.country(value)
-            elif key == "nationality":
-                data["nationality"] = forms_.country(value)
-            elif key == "created":
-                row.created_at = parse_created(value)
-            elif key.startswith(F.CUSTOM_PREFIX):
-                data.setdefault("custom_fields", {})[key[len(F.CUSTOM_PREFIX):]] = value
-            elif key.startswith(F.META_PREFIX):
-                data.setdefault("meta", {})[key[len(F.META_PREFIX):]] = value
-            else:
-                data[F.FIELDS[key]] = value
+            mapper(row, value, forms_)
         except ValueError as exc:
-            errors[key] = str(exc)
+            row.errors[key] = str(exc)
     return row
 
 
@@ -665,6 +719,9 @@ def _record(values, line=None, new=False, tags=None):
 
 
 _column_values = operator.attrgetter(*COLUMNS)
+_INSERT_COLUMNS = ["id", *COLUMNS]
+_TAG_COLUMNS = ("client_id", "tag_id")
+_insert_values = operator.attrgetter(*_INSERT_COLUMNS)  # a new client's row, id first
 
 
 def _values(rec):
@@ -675,11 +732,15 @@ _EMPTY_KINDS = (str, dict, list)
 _NOT_IN_CREATE_AUDIT = set(Client.__audit_exclude__) | set(Client.__audit_secret__) | {"id"}
 
 
-def _create_audit_text(rec, row):
+_AUDIT_CREATE_COLUMNS = [c for c in COLUMNS if c not in _NOT_IN_CREATE_AUDIT]
+_audit_create_values = operator.attrgetter(*_AUDIT_CREATE_COLUMNS)
+
+
+def _create_audit_text(rec):
     """The "create" audit value of a new client: its non-empty values (None, "", {} and [] left out)
     and tags, as the audit log's text."""
-    values = {k: val for k, val in row.items()
-              if (val or (val is not None and val.__class__ not in _EMPTY_KINDS)) and k not in _NOT_IN_CREATE_AUDIT}
+    values = {k: val for k, val in zip(_AUDIT_CREATE_COLUMNS, _audit_create_values(rec), strict=True)
+              if val or (val is not None and val.__class__ not in _EMPTY_KINDS)}
     if rec._tags:
         values["tags"] = ", ".join(rec._tags)
     return audit.value_text(values)
@@ -713,6 +774,7 @@ class ImportRun:
         self.lookup = client_services.PrefetchedClientLookup(user)
         self.mapping = sorted(((int(i), k) for i, k in (job.mapping or {}).items() if k), key=lambda x: x[0])
         self.mapped = {k for _, k in self.mapping}
+        self.map_plan = compile_mapping(self.mapping)
         self.default_project_id = self._default_project(job.options or {})
         self.forms = ValueForms(self.lookup, self.default_project_id)
         self.default_status = client_services.default_status_id()
@@ -721,10 +783,8 @@ class ImportRun:
         self.dialect = db.session.get_bind().dialect.name
         self.postgresql = self.dialect == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
-        self.created_since_analyze = 0
         self.created_total = 0
         self.created_seen = 0  # the writer's `created` as of the last note_created
-        self.analyzed_rows = self._table_estimate() if self.postgresql else 0
         # SQLite, pipelined: new clients get their ids here, ahead of the writer thread (see
         # assign_identities); the last id handed out, as the writer may not have written it yet
         self.ids_ahead = False
@@ -741,28 +801,9 @@ class ImportRun:
                      if p.active and (scope.all_projects or p.id in (scope.project_ids or ())))
         return ids[0] if ids else None
 
-    def _table_estimate(self):
-        return max(int(db.session.scalar(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"),
-                                          {"t": CLIENT.name}) or 0), 0)
-
     def note_created(self, created):
-        """PostgreSQL plans each chunk's lookup of existing clients from the table's statistics. A large
-        import outgrows them long before autovacuum refreshes them (if it runs at all), and the lookup
-        by e-mail becomes a sequential scan: measured on a 1M-row file, 1,800 -> 90 rows/s by 600k
-        rows, back to 1,800 right after an ANALYZE. So the run analyses the table itself whenever it
-        has added IMPORT_ANALYZE_MIN_ROWS and half the table as last analysed (~10 times for 1M rows):
-        the row count and the two columns that lookup filters on (80 ms on 100k rows, against 600 ms
-        for all columns); `analyze_all` refreshes the rest once at the end."""
-        if not self.postgresql or not created or self.dry_run:
-            return
-        self.created_since_analyze += created
+        """Count the clients the run's committed chunks created (for `analyze_all`)."""
         self.created_total += created
-        if self.created_since_analyze < max(self.analyze_min_rows, self.analyzed_rows // 2):
-            return
-        db.session.execute(text(f"ANALYZE {CLIENT.name} (id, email)"))
-        db.session.commit()
-        self.analyzed_rows = self._table_estimate()
-        self.created_since_analyze = 0
 
     def analyze_all(self):
         """After a run that added IMPORT_ANALYZE_MIN_ROWS clients: statistics of every column, so the
@@ -793,7 +834,7 @@ class ImportRun:
             rows.append(row)
             if problem is not None:
                 continue
-            map_row(row, self.mapping, self.forms)
+            map_row(row, self.map_plan, self.forms)
             if row.ident is not None:
                 ids.add(row.ident)
             if row.email_key:
@@ -832,12 +873,21 @@ class ImportRun:
             conds.append(bulk.among(CLIENT.c.email, sorted(emails), self.dialect))
         tags_of = {}
         if conds:
-            for r in db.session.execute(select(CLIENT).where(or_(*conds))).mappings():
-                values = {c: r[c] for c in COLUMNS}
-                values["id"] = r["id"]
-                rec = _record(values)
-                by_id[rec.id] = rec
-                by_email[rec.email] = rec
+            # Index scans whatever the statistics say: as an import grows the table, they lag behind
+            # (an ANALYZE every 20k rows kept the lookup off sequential scans), and PostgreSQL also
+            # plans `email = ANY(…)` on the e-mail's trigram index, which reads the index's whole
+            # pending list per key (measured: 5,000 keys took 4 min with a 32 MB pending list).
+            # One statement per key column: an OR of the two can only be a bitmap or sequential scan.
+            bulk.index_scans(db.session)
+            for cond in conds:
+                for r in db.session.execute(select(CLIENT).where(cond)).mappings():
+                    if r["id"] in by_id:
+                        continue
+                    values = {c: r[c] for c in COLUMNS}
+                    values["id"] = r["id"]
+                    rec = _record(values)
+                    by_id[rec.id] = rec
+                    by_email[rec.email] = rec
             if by_id and "tags" in self.mapped:
                 for cid, name in db.session.execute(
                         select(client_tag.c.client_id, Tag.name).join(Tag, Tag.id == client_tag.c.tag_id)
@@ -846,43 +896,49 @@ class ImportRun:
                 for cid, rec in by_id.items():
                     rec._tags = sorted(tags_of.get(cid, []), key=str.lower)
                     rec._orig_tags = list(rec._tags)
+            bulk.index_scans(db.session, False)
         return by_id, by_email, tags_of
 
     # --- chunks in flight (pipelined runs) --------------------------------------------------
 
     def remember(self, through, creates, touched):
-        """Keep the state this chunk leaves its clients in until the writer has committed it.
+        """Keep the clients this chunk leaves behind until the writer has committed it.
 
         The next chunks are processed while this one is written: a row updating a client this
-        chunk creates or changes must start from that state, not from the database's. Copies,
-        so that later chunks never change what the writer is writing.
+        chunk creates or changes must start from that state, not from the database's. The records
+        themselves are kept, indexed by id and e-mail: nothing changes a chunk's records once it is
+        processed (a later chunk works on copies, see `_overlay_inflight`; the writer only reads).
         """
         if self.dry_run:
             return
-        state = {}
-        for rec in creates:
-            # the same dict is the writer's row for the insert (it reads it, never changes it)
-            rec._row = values = _values(rec)
-            values["id"] = rec.id
-            state[rec.id] = (values, list(rec._tags))
-            rec._audit_new = _create_audit_text(rec, values)  # here, off the writer's path
-        for rec in touched:
-            state[rec.id] = (dict(_values(rec), id=rec.id), list(rec._tags))
-        self.inflight.append((through, state))
+        kept_by_id, kept_by_email = {}, {}
+        for n, rec in enumerate(creates + touched):
+            kept_by_id[rec.id] = kept_by_email[rec.email] = (n, rec)
+        self.inflight.append((through, kept_by_id, kept_by_email))
 
     def forget_inflight(self):
         """The writer stopped: chunks it did not commit will be read and processed again."""
         self.inflight = []
 
     def _overlay_inflight(self, ids, emails, by_id, by_email):
-        for _through, state in self.inflight:
-            for values, tags in state.values():
-                if values["id"] in ids or values["email"] in emails:
-                    rec = _record(values, tags=tags)
-                    stale = by_id.pop(rec.id, None)
-                    if stale is not None:
-                        by_email.pop(stale.email, None)
-                    by_id[rec.id] = by_email[rec.email] = rec
+        """Replace the database's state of this chunk's clients by the state chunks still in flight
+        leave them in (later chunks win; copies, so that this chunk never changes theirs)."""
+        for _through, kept_by_id, kept_by_email in self.inflight:
+            matched = {}
+            for key, kept in ((ids, kept_by_id), (emails, kept_by_email)):
+                if len(key) > len(kept):
+                    found = (entry for k, entry in kept.items() if k in key)
+                else:
+                    found = (kept[k] for k in key if k in kept)
+                for n, rec in found:
+                    matched[n] = rec
+            for n in sorted(matched):
+                kept = matched[n]
+                rec = _record(dict(_values(kept), id=kept.id), tags=kept._tags)
+                stale = by_id.pop(rec.id, None)
+                if stale is not None:
+                    by_email.pop(stale.email, None)
+                by_id[rec.id] = by_email[rec.email] = rec
 
     def _fail(self, row, report, reason, kind="error"):
         report.append(dict(line=row.line, kind=kind, reason=str(reason), raw=row.cells or []))
@@ -1007,28 +1063,24 @@ class ImportRun:
         if creates:
             if creates[0].uid is None:  # not assigned ahead by a pipelined run
                 self.assign_identities(creates)
-            params = [getattr(rec, "_row", None) or _values(rec) for rec in creates]
             # Plain executemany (batched on both dialects; RETURNING with a guaranteed order would
             # fall back to one statement per row on SQLite), then the ids by the UIDs we assigned.
-            ids = {}
             if creates[0].id is not None:  # ids assigned ahead (PostgreSQL's sequence, SQLite pipelined)
-                for rec, row in zip(creates, params, strict=True):
-                    row["id"] = ids[rec.uid] = rec.id
-                bulk.insert_rows(session, CLIENT, params)
+                bulk.insert_rows(session, CLIENT, [_insert_values(rec) for rec in creates], columns=_INSERT_COLUMNS)
             else:
-                bulk.insert_rows(session, CLIENT, params)
+                bulk.insert_rows(session, CLIENT, [_column_values(rec) for rec in creates], columns=COLUMNS)
+                ids = {}
                 uids = [rec.uid for rec in creates]
                 for start in range(0, len(uids), 1000):
                     ids.update(session.execute(select(CLIENT.c.uid, CLIENT.c.id)
                                                .where(CLIENT.c.uid.in_(uids[start:start + 1000]))).all())
-            for rec, row in zip(creates, params, strict=True):
-                new_id = rec.id = ids[rec.uid]
-                new = getattr(rec, "_audit_new", None)
-                audit_rows.append(dict(entity="Client", entity_id=new_id, client_id=new_id, operation="create",
-                                       field="import", old=None,
-                                       new=new if new is not None else _create_audit_text(rec, row)))
-            pairs = [dict(client_id=rec.id, tag_id=tag_ids[t.lower()]) for rec in creates for t in rec._tags]
-            bulk.insert_rows(session, client_tag, pairs)
+                for rec in creates:
+                    rec.id = ids[rec.uid]
+            for rec in creates:
+                audit_rows.append(dict(entity="Client", entity_id=rec.id, client_id=rec.id, operation="create",
+                                       field="import", old=None, new=_create_audit_text(rec)))
+            pairs = [(rec.id, tag_ids[t.lower()]) for rec in creates for t in rec._tags]
+            bulk.insert_rows(session, client_tag, pairs, columns=_TAG_COLUMNS)
             audit.record_rows(session, audit_rows)
             audit_rows = []
         if before_changes is not None:
@@ -1058,8 +1110,8 @@ class ImportRun:
             session.execute(stmt, params)
         if retag:
             session.execute(delete(client_tag).where(client_tag.c.client_id.in_([r.id for r in retag])))
-            pairs = [dict(client_id=r.id, tag_id=tag_ids[t.lower()]) for r in retag for t in r._tags]
-            bulk.insert_rows(session, client_tag, pairs)
+            pairs = [(r.id, tag_ids[t.lower()]) for r in retag for t in r._tags]
+            bulk.insert_rows(session, client_tag, pairs, columns=_TAG_COLUMNS)
         audit.record_rows(session, audit_rows)
 
     def assign_identities(self, creates):
