@@ -19,7 +19,6 @@ import operator
 import os
 import queue
 import threading
-import types
 import uuid
 
 from flask import current_app
@@ -706,15 +705,19 @@ class RepeatPlan:
 
 # ----------------------------------------------------------------- the run
 
+class _Record:
+    """A client row in the run's memory: its columns as attributes, and the run's own (`_line`, `_new`,
+    `_tags`, and `_orig`/`_orig_tags`, the values as read)."""
+
+
 def _record(values, line=None, new=False, tags=None):
-    rec = types.SimpleNamespace(**values)
+    """A record over `values`, a dict of columns the caller hands over (it becomes the record's own)."""
+    orig = None if new else dict(values)
     if new:
-        rec.id = None
-    rec._line = line
-    rec._new = new
-    rec._tags = list(tags or [])
-    rec._orig = None if new else dict(values)
-    rec._orig_tags = list(tags or [])
+        values["id"] = None
+    values.update(_line=line, _new=new, _tags=list(tags or []), _orig=orig, _orig_tags=list(tags or []))
+    rec = object.__new__(_Record)
+    rec.__dict__ = values
     return rec
 
 
@@ -778,6 +781,11 @@ class ImportRun:
         self.default_project_id = self._default_project(job.options or {})
         self.forms = ValueForms(self.lookup, self.default_project_id)
         self.default_status = client_services.default_status_id()
+        # a new client's columns before its row's values
+        self.new_values = dict.fromkeys(COLUMNS)
+        self.new_values.update(state="active", full_name="", verification_status="init", outcome="open",
+                               processed=False, rating=0, actions_exist=False, created_by_id=user.id,
+                               status_id=self.default_status)
         self.plan = None  # the file's RepeatPlan, read by _run
         self.inflight = []  # (through, {id: (values, tags)}) of chunks not yet committed
         self.dialect = db.session.get_bind().dialect.name
@@ -986,12 +994,9 @@ class ImportRun:
         except ValidationFailed as exc:
             self._fail(row, report, _reason(exc.field_errors))
             return "failed"
-        values = dict.fromkeys(COLUMNS)
+        values = self.new_values.copy()
         values.update(client_type=clean["client_type"], email=clean["email"], project_id=clean["project_id"],
-                      state="active", custom_fields={}, meta={}, full_name="", verification_status="init",
-                      outcome="open", processed=False, rating=0, actions_exist=False,
-                      created_at=row.created_at or now, updated_at=now, created_by_id=self.user.id,
-                      status_id=self.default_status)
+                      custom_fields={}, meta={}, created_at=row.created_at or now, updated_at=now)
         rec = _record(values, line=row.line, new=True)
         self._apply(rec, clean, now)
         if rec.status_id is None:
