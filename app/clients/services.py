@@ -117,7 +117,9 @@ def apply_processed_rule(client, now=None):
 def compose_full_name(client):
     if client.client_type == "business" and client.company_name:
         return client.company_name
-    return " ".join(p for p in (client.first_name, client.last_name) if p) or client.company_name or ""
+    first, last = client.first_name, client.last_name
+    name = f"{first} {last}" if first and last else first or last
+    return name or client.company_name or ""
 
 
 def find_email_holder(email, exclude_id=None):

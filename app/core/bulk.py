@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import orjson
 
-from sqlalchemy import JSON, DateTime, any_, bindparam, insert, text
+from sqlalchemy import JSON, DateTime, Text, any_, bindparam, cast, insert, text
 from sqlalchemy.exc import IntegrityError
 
 
@@ -44,12 +44,30 @@ def batch_gc(threshold=50_000):
 def among(column, values, dialect_name):
     """`column IN values` for a lookup by thousands of keys at once. On PostgreSQL it is
     `column = ANY(:array)`, one array parameter: an IN list of 5,000 bound values is compiled and
-    planned value by value (measured: 150 ms against 75 ms for 5,000 new e-mails)."""
+    planned value by value (measured: 150 ms against 75 ms for 5,000 new e-mails). The array goes
+    as the text of an array literal, cast to the column's array type: the driver's list adapter
+    takes ~2.3 us a value (46 ms for a chunk's 5,000 e-mails), the literal ~0.3 us."""
     values = list(values)
     if dialect_name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+        return column == any_(cast(bindparam(None, array_literal(values), type_=Text), ARRAY(column.type)))
     return column.in_(values)
+
+
+def array_literal(values):
+    """PostgreSQL's text form of a one-dimensional array of ints or strings, each string quoted with
+    its backslashes and double quotes escaped. A string holding NUL is left out: PostgreSQL's text
+    cannot hold it, so no stored value equals it (and the driver would refuse the whole array)."""
+    parts = []
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" not in value:
+                parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(value, int) and not isinstance(value, bool):
+            parts.append(str(value))
+        else:
+            raise TypeError(f"not an array element: {value!r}")
+    return "{" + ",".join(parts) + "}"
 
 
 def index_scans(session, on=True):

@@ -44,3 +44,43 @@ def test_a_default_timestamp_is_filled_in_per_row(app, world):
         stamps = db.session.scalars(select(AuditLog.created_at).where(AuditLog.entity == "BulkDefault")).all()
         db.session.remove()
     assert len(stamps) == 3 and all(s is not None and s >= before for s in stamps)
+
+
+def test_rows_given_as_tuples_in_a_column_order_are_the_same_rows(app, world):
+    from app.core import bulk
+    from app.core.audit import AuditLog
+    from app.extensions import db
+
+    when = dt.datetime(2026, 12, 2, 8, 0, 0, 654321)
+    columns = ("entity", "entity_id", "operation", "field", "created_at", "new_value")
+    rows = [("BulkTuple", n, "update", "probe", when, None if n % 2 else f"v{n}\t\\") for n in range(600)]
+    with app.app_context():
+        assert bulk.insert_rows(db.session, AuditLog, rows, columns=columns) == len(rows)
+        db.session.commit()
+        back = db.session.execute(
+            select(AuditLog.entity, AuditLog.entity_id, AuditLog.operation, AuditLog.field, AuditLog.created_at,
+                   AuditLog.new_value).where(AuditLog.entity == "BulkTuple").order_by(AuditLog.entity_id)).all()
+        db.session.remove()
+    assert [tuple(r) for r in back] == rows
+
+
+def test_a_lookup_among_many_keys_matches_exactly_the_keys_given(app, world):
+    """bulk.among on PostgreSQL sends the keys as the text of an array literal: quotes, backslashes,
+    commas, braces, spaces and NULL-looking words are keys like any other, and a key with NUL
+    (which no stored text can hold) matches nothing instead of failing the statement."""
+    from app.clients.models import Tag
+    from app.core import bulk
+    from app.extensions import db
+
+    hostile = ['quo"te', "back\\slash", "com,ma", "{brace}", " spaced ", "NULL", "ünï", "'apos", '\\"both']
+    with app.app_context():
+        dialect = db.session.get_bind().dialect.name
+        db.session.add_all([Tag(name=n) for n in hostile + ["other", "nul"]])
+        db.session.commit()
+        names = set(db.session.scalars(select(Tag.name).where(
+            bulk.among(Tag.name, hostile + ["missing", "n\x00ul"], dialect))))
+        ids = {t.id for t in db.session.scalars(select(Tag).where(Tag.name.in_(hostile[:3])))}
+        by_id = set(db.session.scalars(select(Tag.id).where(bulk.among(Tag.id, sorted(ids) + [10 ** 9], dialect))))
+        db.session.remove()
+    assert names == set(hostile)
+    assert by_id == ids and len(ids) == 3
