@@ -154,9 +154,8 @@ class Config:
     IMPORT_CHUNK_SIZE = env_int("IMPORT_CHUNK_SIZE", 5000)
     # Error/notice rows kept per job for the downloadable report (counts stay exact beyond it).
     IMPORT_MAX_REPORTED_ROWS = env_int("IMPORT_MAX_REPORTED_ROWS", 100_000)
-    # PostgreSQL: an import refreshes the client table's planner statistics (ANALYZE) once it has added
-    # this many rows and at least half the table as last analysed (stale statistics turn the per-chunk
-    # lookup by e-mail into a sequential scan as the table grows).
+    # PostgreSQL: an import that added at least this many clients ends with VACUUM (ANALYZE) of the
+    # client and tag tables (fresh statistics for the list's plans, new pages marked all-visible).
     IMPORT_ANALYZE_MIN_ROWS = env_int("IMPORT_ANALYZE_MIN_ROWS", 20_000)
     # PostgreSQL: write the chunks from writer threads while the next chunks are validated (the
     # Python work and PostgreSQL's index maintenance overlap on two cores). Off: chunk by chunk.

@@ -460,16 +460,25 @@ _CHOOSE_STATE = _l("Choose Active, Deactivated or Suspended.")
 _CHOOSE_GENDER = _l("Choose Male, Female or Other.")
 
 
-def read_cells(cells, mapping):
-    """{key: text} of a row's non-empty mapped cells, stripped, an export's formula guard taken off."""
-    raw = {}
-    for index, key in mapping:
-        value = cells[index].strip() if index < len(cells) else ""
-        if value[:1] == "'":
+def mapped_cells(cells, mapping):
+    """(entry, text) of a row's non-empty mapped cells, stripped, an export's formula guard taken off;
+    `mapping`: entries (column index, key, …), in order. The one way an import reads a cell."""
+    width = len(cells)
+    for entry in mapping:
+        index = entry[0]
+        if index >= width:
+            continue
+        value = cells[index].strip()
+        if not value:
+            continue
+        if value[0] == "'":
             value = unneutralise(value)  # an exported cell: the apostrophe only guarded a formula trigger
-        if value != "":
-            raw[key] = value
-    return raw
+        yield entry, value
+
+
+def read_cells(cells, mapping):
+    """{key: text} of a row's non-empty mapped cells (see mapped_cells)."""
+    return {entry[1]: value for entry, value in mapped_cells(cells, mapping)}
 
 
 def _map_id(row, value, forms_):
@@ -535,19 +544,10 @@ def compile_mapping(mapping):
 
 
 def map_row(row, plan, forms_):
-    """Fill row.data (client service keys) from the cells, read as `read_cells` reads them;
-    value-form errors go to row.errors. `plan`: compile_mapping of the job's mapping."""
-    cells = row.cells
-    width = len(cells)
+    """Fill row.data (client service keys) from the cells (mapped_cells); value-form errors go to
+    row.errors. `plan`: compile_mapping of the job's mapping."""
     data = row.data
-    for index, key, service_key, mapper in plan:
-        if index >= width:
-            continue
-        value = cells[index].strip()
-        if not value:
-            continue
-        if value[0] == "'":
-            value = unneutralise(value)  # an exported cell: the apostrophe only guarded a formula trigger
+    for (_index, key, service_key, mapper), value in mapped_cells(row.cells, plan):
         if mapper is None:
             data[service_key] = value
             continue
@@ -601,7 +601,7 @@ def duplicate_decision(row, by_id, by_email, pending, repeat):
 
 
 def identity_key(raw):
-    """What a row's duplicate decision goes by, read off its cells as `map_row` reads them: its id when
+    """What a row's duplicate decision goes by, read off its cells as `map_row` reads them (mapped_cells): its id when
     it has a valid one, else its e-mail (casefolded); None when it has neither."""
     ident = raw.get("id")
     if ident is not None:
@@ -794,7 +794,7 @@ class ImportRun:
                                processed=False, rating=0, actions_exist=False, created_by_id=user.id,
                                status_id=self.default_status)
         self.plan = None  # the file's RepeatPlan, read by _run
-        self.inflight = []  # (through, {id: (values, tags)}) of chunks not yet committed
+        self.inflight = []  # (through, {id: (n, record)}, {e-mail: (n, record)}) of chunks not yet committed
         self.dialect = db.session.get_bind().dialect.name
         self.postgresql = self.dialect == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
@@ -1305,8 +1305,7 @@ def _run_chunks(run, job_id, path, job, writers, total):
                     if attempt == 2:
                         raise
                     log.warning("import %s: write race in a chunk, retrying it", job_id)
-            # Statistics follow the rows committed so far (pipelined: ANALYZE runs here, in its own
-            # backend, while the writer goes on).
+            # the clients created by the chunks committed so far (analyze_all at the end goes by them)
             created, run.created_seen = writer.created - run.created_seen, writer.created
             run.note_created(created)
     finally:
