@@ -4,6 +4,9 @@
     python bench/import_bench.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench --file ... --export
 
 Each phase (set-up, import, re-import, export) runs in its own process so its peak RSS is its own.
+Beside each phase's figures: its CPU seconds, in Python (the phase's process and its helper) and in a
+local PostgreSQL server, and first a fixed Python loop's time. The same code on these shared machines
+ran 2.5-10x apart between sessions; the CPU split tells which side a run waited on.
 """
 
 import argparse
@@ -193,14 +196,68 @@ def child(args):
     print("RESULT " + json.dumps(out))
 
 
+def python_speed():
+    """Seconds of a fixed pure-Python loop (20M additions): this machine's Python speed, printed
+    beside the figures. Measured here: 0.40 s on one session's machine, 4.2 s on another's."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(20_000_000):
+        total += i
+    return time.perf_counter() - t0
+
+
+def _postgres_cpu(db_url):
+    """CPU seconds used so far by the local PostgreSQL server: its processes' own times plus the
+    times of its exited children (a finished backend's CPU lands in the postmaster's). None when
+    the server is not a local process this user can read in /proc."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+    url = make_url(db_url)
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database) as conn:
+            backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        postmaster = int(_proc_stat(backend)[1])
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+        total = 0
+        for pid in pids:
+            try:
+                fields = _proc_stat(pid)
+            except OSError:
+                continue
+            if pid == postmaster:
+                total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            elif int(fields[1]) == postmaster:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+    except (OSError, ValueError, IndexError, psycopg.Error):
+        return None
+
+
+def _proc_stat(pid):
+    """/proc/PID/stat's fields after the command name: [state, ppid, …, utime (11), stime (12),
+    cutime (13), cstime (14), …]."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rpartition(")")[2].split()
+
+
 def run_phase(args, phase):
     cmd = [sys.executable, __file__, "--db", args.db, "--phase", phase]
     if args.file:
         cmd += ["--file", args.file]
+    postgresql = args.db.startswith("postgresql")
+    pg0 = _postgres_cpu(args.db) if postgresql else None
+    own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pg1 = _postgres_cpu(args.db) if postgresql else None
     for line in res.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
+            out = json.loads(line[7:])
+            # the phase's process and the children it waited for (the import's phone helper)
+            out["python_cpu_s"] = round(own1.ru_utime + own1.ru_stime - own0.ru_utime - own0.ru_stime, 1)
+            out["postgres_cpu_s"] = round(pg1 - pg0, 1) if pg0 is not None and pg1 is not None else None
+            return out
     sys.stderr.write(res.stdout[-3000:] + res.stderr[-5000:])
     raise SystemExit(f"phase {phase} failed")
 
@@ -216,6 +273,7 @@ def main():
     if args.phase:
         return child(args)
     postgresql = args.db.startswith("postgresql")
+    print(f"machine: 2e7-iteration Python loop {python_speed():.2f} s, {os.cpu_count()} cores")
     if args.export and not args.file:  # export only, from an existing database (e.g. the 1M seed)
         _export(args, postgresql)
         return None
@@ -226,6 +284,7 @@ def main():
     print(f"import  {dialect:28s} rows={r['total']} {r['seconds']}s  {r['rows_per_s']} rows/s  "
           f"peak RSS {r['peak_rss_mb']} MB  created={r['created']} updated={r['updated']} "
           f"unchanged={r['unchanged']} failed={r['failed']}")
+    print(_cpu_line(r))
     if peer:
         # spec 10, I1: 10,000 rows/s against a COPY of ~270,000-280,000 rows/s where it was set
         print(f"  peer: COPY of the raw file, same run: {peer['rows_per_s']} rows/s ({peer['seconds']}s); "
@@ -235,14 +294,23 @@ def main():
         print(f"reimport {dialect:27s} rows={r['total']} {r['seconds']}s  {r['rows_per_s']} rows/s  "
               f"peak RSS {r['peak_rss_mb']} MB  created={r['created']} updated={r['updated']} "
               f"unchanged={r['unchanged']} failed={r['failed']}")
+        print(_cpu_line(r))
     if args.export:
         _export(args, postgresql)
+
+
+def _cpu_line(r):
+    """The phase's CPU: where the time of a run that keeps both cores busy goes."""
+    pg = r.get("postgres_cpu_s")
+    return (f"  cpu: Python {r['python_cpu_s']} s (import process and its helper)"
+            + (f", PostgreSQL {pg} s" if pg is not None else ""))
 
 
 def _export(args, postgresql):
     r = run_phase(args, "export")
     print(f"export  {args.db.split(':')[0]:28s} rows={r['rows']} {r['seconds']}s  {r['rows_per_s']} rows/s  "
           f"peak RSS {r['peak_rss_mb']} MB")
+    print(_cpu_line(r))
     if postgresql:
         peer = run_phase(args, "peer-out")
         # spec 10, E1: 100,000 rows/s against a COPY TO of the joined shape of ~224,000 rows/s
