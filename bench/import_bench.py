@@ -217,7 +217,7 @@ def _postgres_cpu(db_url):
     try:
         with psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database) as conn:
             backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        postmaster = int(_proc_stat(backend)[1])
+            postmaster = int(_proc_stat(backend)[1])  # while the backend lives
         pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
         total = 0
         for pid in pids:
