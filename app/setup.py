@@ -50,9 +50,10 @@ def _dev_secret_key():
 def init_extensions(app):
     # CSRFProtect must exist before add_api() so FAB exempts the JWT API blueprints (fab5-notes §8).
     csrf.init_app(app)
-    from .core.bulk import json_text
-    # JSON columns (custom fields, meta …) are written with orjson; a copy, not the config class's dict
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"json_serializer": json_text,
+    from .core.bulk import json_text, json_value
+    # JSON columns (custom fields, meta …) are written and read with orjson; a copy, not the config
+    # class's dict
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"json_serializer": json_text, "json_deserializer": json_value,
                                                **(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})}
     db.init_app(app)
     migrate.init_app(app, db, directory=_migrations_dir())

@@ -12,6 +12,7 @@ fill the columns the rows leave out.
 import datetime as dt
 import gc
 import json
+import re
 from contextlib import contextmanager
 
 import orjson
@@ -122,6 +123,24 @@ def json_text(value, sort_keys=False, default=None):
         return orjson.dumps(value, default=default, option=option).decode()
     except TypeError:
         return json.dumps(value, sort_keys=sort_keys, ensure_ascii=False, default=default)
+
+
+def json_value(data):
+    """A stored JSON text as a value (the engine's JSON deserializer, so psycopg's too): orjson,
+    which reads an existing client's two JSON columns in a fifth of the json module's time (an
+    update-heavy import reads thousands a second). orjson reads an integer beyond 64 bits as a
+    float: a text with 19 digits in a row (the shortest such integer has 19) goes to the json
+    module, which keeps it exact, as does anything orjson refuses."""
+    if (_LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS).search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 
 
 def _copy(session, table, cols, rows):
