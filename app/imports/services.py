@@ -909,7 +909,7 @@ class ImportRun:
                     by_id[rec.id] = rec
                     by_email[rec.email] = rec
             if by_id and "tags" in self.mapped:
-                for cid, name in db.session.execute(
+                for cid, name in connection.execute(
                         select(client_tag.c.client_id, Tag.name).join(Tag, Tag.id == client_tag.c.tag_id)
                         .where(bulk.among(client_tag.c.client_id, sorted(by_id), self.dialect))):
                     tags_of.setdefault(cid, []).append(name)
