@@ -1106,7 +1106,8 @@ class ImportRun:
                 audit_rows.append(dict(entity="Client", entity_id=rec.id, client_id=rec.id, operation="create",
                                        field="import", old=None, new=_create_audit_text(rec)))
             pairs = [(rec.id, tag_ids[t.lower()]) for rec in creates for t in rec._tags]
-            bulk.insert_rows(session, client_tag, pairs, columns=_TAG_COLUMNS)
+            bulk.insert_rows(session, client_tag, pairs, columns=_TAG_COLUMNS,
+                             own={"client_id": {rec.id for rec in creates}})
             audit.record_rows(session, audit_rows)
             audit_rows = []
         if before_changes is not None:
