@@ -25,6 +25,17 @@ def _fresh_postgres(url):
     engine.dispose()
 
 
+# Expression indexes Alembic cannot compare (PostgreSQL reflects the expression with its own casts and
+# parentheses): each has a test that the app's queries are planned on the migrated index, which is
+# what a drift would break.
+#   ix_client_names_trgm: test_clients_services.test_name_searches_can_use_the_shared_trigram_index
+UNCOMPARED_INDEXES = {"ix_client_names_trgm"}
+
+
+def _compared(obj, name, type_, reflected, compare_to):
+    return not (type_ == "index" and name in UNCOMPARED_INDEXES)
+
+
 def main():
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -44,7 +55,7 @@ def main():
     with app.app_context():
         upgrade(revision="heads")
         with db.engine.connect() as conn:
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": _compared})
             diff = compare_metadata(ctx, db.metadata)
     if tmp:
         os.unlink(tmp.name)

@@ -7,7 +7,7 @@ from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, St
 
 from ..core.types import JSONType
 from ..extensions import db
-from .models import Client
+from .models import Client, names_text
 
 
 def _utcnow():
@@ -88,9 +88,11 @@ LIST_INDEXES = [
 # Trigram indexes serve the literal "contains" filters and the search box (ILIKE '%x%') on PostgreSQL.
 # Other databases get an empty partial index of the same name (WHERE 0: no rows, no write cost), so one
 # metadata matches the migrations on every dialect (Alembic ignores ddl_if when comparing).
-TRGM_COLUMNS = ("email", "full_name", "first_name", "last_name", "phone", "uid", "external_id", "description")
+# The three names share one index over their concatenation (Client.contains_companion).
+TRGM_COLUMNS = ("email", "phone", "uid", "external_id", "description")
 TRGM_INDEXES = [
     Index(f"ix_client_{name}_trgm", getattr(Client, name), postgresql_using="gin",
           postgresql_ops={name: "gin_trgm_ops"}, sqlite_where=text("0"))
     for name in TRGM_COLUMNS
-]
+] + [Index("ix_client_names_trgm", names_text().label("names"), postgresql_using="gin",
+           postgresql_ops={"names": "gin_trgm_ops"}, sqlite_where=text("0"))]

@@ -4,8 +4,8 @@ import datetime as dt
 
 from flask import g, has_request_context
 from flask_appbuilder.security.sqla.models import User  # noqa: F401  (mapper for relationship("User"))
-from sqlalchemy import (Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, SmallInteger,
-                        String, Table, Text, UniqueConstraint)
+from sqlalchemy import (Boolean, Column, Date, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Table,
+                        Text, UniqueConstraint, func, text)
 from sqlalchemy.orm import relationship
 
 from ..core.audit import Audited
@@ -259,11 +259,33 @@ class Client(Audited, db.Model):
 
     @property
     def comments(self):
-        text = self.description or ""
-        return text if len(text) <= 60 else text[:57] + "…"
+        body = self.description or ""
+        return body if len(body) <= 60 else body[:57] + "…"
 
     def __repr__(self):
         return self.full_name or self.email or ""
+
+    @classmethod
+    def contains_companion(cls, column_name):
+        """An indexed text that contains every text of `column_name` (core.filters' literal text
+        filters add `companion ILIKE '%x%'` beside the column's own test): see `names_text`."""
+        return names_text() if column_name in NAME_COLUMNS else None
+
+
+# The three names are searched through one trigram index on their concatenation (PostgreSQL,
+# ix_client_names_trgm): a name contains a text only if the concatenation does, so a search adds
+# `names_text() ILIKE '%x%'` (the indexed test) beside the name's own. pg_trgm takes trigrams per
+# word, and a personal client's full name is made of the first and last names, so the one index
+# holds about what the full name's alone did; the first and last names' own two indexes took 1.4
+# of the ~6.6 PostgreSQL CPU seconds that inserting 98k imported clients cost in index upkeep.
+NAME_COLUMNS = ("first_name", "last_name", "full_name")
+
+
+def names_text():
+    """first name, last name and full name in one text, written as the index's expression is."""
+    blank, space = text("''"), text("' '")  # constants in the SQL (bound values would not match the index)
+    return (func.coalesce(Client.first_name, blank) + space + func.coalesce(Client.last_name, blank) + space
+            + Client.full_name)
 
 
 TWO_FACTOR_KINDS = ("email", "totp", "phone")

@@ -9,7 +9,7 @@ import datetime as dt
 import decimal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from werkzeug.security import generate_password_hash
 
 from ..core import validators as v
@@ -18,9 +18,9 @@ from ..core.errors import NotFound, ValidationFailed
 from ..extensions import db
 from ..organisation import services as org
 from ..organisation.models import Desk, Project
-from .models import (CLIENT_TYPES, GENDERS, OUTCOMES, RISK_LEVELS, STATES, TWO_FACTOR_KINDS,
+from .models import (CLIENT_TYPES, GENDERS, NAME_COLUMNS, OUTCOMES, RISK_LEVELS, STATES, TWO_FACTOR_KINDS,
                      VERIFICATION_LEVELS, VERIFICATION_STATUSES, Client, ClientStatus, ContactOrigin, CustomField,
-                     FeeGroup, FunnelStage, Tag, TwoFactorMethod, UidCounter, utcnow)
+                     FeeGroup, FunnelStage, Tag, TwoFactorMethod, UidCounter, names_text, utcnow)
 
 IMMUTABLE_FIELDS = ("client_type", "email", "project_id")
 DESCRIPTION_MAX = 2000
@@ -751,8 +751,10 @@ def literal_search_clause(text):
     text = (text or "").strip()
     if not text:
         return None
-    parts = [Client.uid.icontains(text, autoescape=True), Client.full_name.icontains(text, autoescape=True),
-             Client.first_name.icontains(text, autoescape=True), Client.last_name.icontains(text, autoescape=True),
+    names = [getattr(Client, c).icontains(text, autoescape=True) for c in NAME_COLUMNS]
+    # the names through their shared index (Client.contains_companion), then each name's own test
+    parts = [Client.uid.icontains(text, autoescape=True),
+             and_(names_text().icontains(text, autoescape=True), or_(*names)),
              Client.email.icontains(text, autoescape=True), Client.phone.icontains(text, autoescape=True)]
     if text.isdigit() and len(text) < 10:
         parts.append(Client.id == int(text))

@@ -18,6 +18,15 @@ def _single(value):
     return "" if value is None else str(value)
 
 
+def _with_companion(query, flt, value):
+    """A text whose model names an indexed companion (Client.contains_companion: one trigram index
+    over the three names) is also tested through it: any text the column's test matches contains
+    `value`, so the companion's contains-test changes no result and lets PostgreSQL use its index."""
+    companion = getattr(flt.model, "contains_companion", None)
+    expression = companion(flt.column_name) if companion is not None else None
+    return query.filter(expression.icontains(value, autoescape=True)) if expression is not None else query
+
+
 class FilterContainsLiteral(BaseFilter):
     name = _l("Contains")
     arg_name = "ctl"
@@ -25,7 +34,7 @@ class FilterContainsLiteral(BaseFilter):
     def apply(self, query, value):
         query, field = get_field_setup_query(query, self.model, self.column_name)
         value = _single(value)
-        return query.filter(field.icontains(value, autoescape=True)) if value else query
+        return _with_companion(query, self, value).filter(field.icontains(value, autoescape=True)) if value else query
 
 
 class FilterStartsWithLiteral(BaseFilter):
@@ -35,7 +44,7 @@ class FilterStartsWithLiteral(BaseFilter):
     def apply(self, query, value):
         query, field = get_field_setup_query(query, self.model, self.column_name)
         value = _single(value)
-        return query.filter(field.istartswith(value, autoescape=True)) if value else query
+        return _with_companion(query, self, value).filter(field.istartswith(value, autoescape=True)) if value else query
 
 
 class FilterEndsWithLiteral(BaseFilter):
@@ -45,7 +54,7 @@ class FilterEndsWithLiteral(BaseFilter):
     def apply(self, query, value):
         query, field = get_field_setup_query(query, self.model, self.column_name)
         value = _single(value)
-        return query.filter(field.iendswith(value, autoescape=True)) if value else query
+        return _with_companion(query, self, value).filter(field.iendswith(value, autoescape=True)) if value else query
 
 
 _TEXT = [FilterContainsLiteral, FilterStartsWithLiteral, FilterEndsWithLiteral, FilterEqual, FilterNotEqual]

@@ -270,6 +270,60 @@ def test_literal_search_clause(app, world, ctx, make_client):
     assert search(str(ids["axb"])) >= {"axb"}
 
 
+def test_search_and_name_filters_test_each_name_not_their_concatenation(app, world, ctx, make_client):
+    """The names are searched through one index over their concatenation (Client.contains_companion),
+    but a text matches only when one name holds it: the full name (a business client's company), the
+    first name or the last name."""
+    from app.clients.models import Client
+    from app.core.filters import ClientDeskInterface, FilterContainsLiteral, FilterEndsWithLiteral
+
+    acme = make_client(client_type="business", company_name="Acme Trading", first_name="Ivo", last_name="Kern")
+    anna = make_client(first_name="Anna", last_name="Tester")
+    admin = user(app, "admin")
+
+    def search(text):
+        return set(db.session.scalars(select(Client.id).where(
+            Client.id.in_(services.clients_query(admin).with_only_columns(Client.id)),
+            services.literal_search_clause(text))))
+
+    def filtered(flt, column, value):
+        return {r.id for r in flt(column, ClientDeskInterface(Client)).apply(db.session.query(Client.id), value)}
+
+    assert search("Acme Trad") == {acme}    # the full name (the company)
+    assert search("ivo") == {acme}          # the first name, not in the full name
+    assert search("kern") == {acme}
+    assert search("Anna Test") == {anna}    # a personal client's full name spans both names
+    assert search("Kern Acme") == set()     # only in the concatenation
+    assert search("Ivo Kern") == set()      # a business client's full name is its company
+    assert filtered(FilterContainsLiteral, "first_name", "IV") == {acme}
+    assert filtered(FilterContainsLiteral, "last_name", "n Ac") == set()
+    assert filtered(FilterEndsWithLiteral, "full_name", "ading") == {acme}
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+                    reason="trigram indexes are PostgreSQL's; runs in the PostgreSQL pass")
+def test_name_searches_can_use_the_shared_trigram_index(app, world, ctx, make_client):
+    """The search box's and the name filters' SQL carries the very expression the migration indexed
+    (a drift between the two would leave every name search a sequential scan at 1M clients)."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+
+    from app.clients.models import Client
+    from app.core.filters import ClientDeskInterface, FilterContainsLiteral, FilterStartsWithLiteral
+
+    make_client(first_name="Anna", last_name="Tester")
+
+    def plan(statement):
+        sql = str(statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+        db.session.execute(text("SET LOCAL enable_seqscan = off"))
+        return "\n".join(db.session.execute(text("EXPLAIN " + sql)).scalars())
+
+    assert "ix_client_names_trgm" in plan(select(Client.id).where(services.literal_search_clause("tes")))
+    for flt, column in ((FilterContainsLiteral, "first_name"), (FilterStartsWithLiteral, "last_name")):
+        query = flt(column, ClientDeskInterface(Client)).apply(db.session.query(Client.id), "tes")
+        assert "ix_client_names_trgm" in plan(query.statement)
+
+
 def test_funnel_stage_must_match_client_type(app, world, ctx):
     from app.clients.models import FunnelStage
     stage = FunnelStage(client_type="business", label="Contract", order=1)
