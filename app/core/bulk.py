@@ -204,8 +204,8 @@ def _hold_references(session, table, cols, defaulted, rows, own):
     transaction ends. A value found missing, or a table this cannot cover, and the COPY goes with
     the database's own checks, which report the violation as before. Not covered: a role that may
     not set session_replication_role (superuser, or PostgreSQL 15's SET privilege on it), a table
-    with an INSERT trigger or rule of its own (replica mode would skip it too), a foreign key of
-    several columns, and a foreign-key column left to a server-side default."""
+    with any other trigger on INSERT or a rule (replica mode would skip them too), a foreign key of
+    several columns, and a foreign-key column left to a column default."""
     plan = _reference_plan(session, table)
     if not plan or not rows:
         return False
@@ -219,6 +219,8 @@ def _hold_references(session, table, cols, defaulted, rows, own):
         values = {row[i] for row in rows}
         values.discard(None)
         values.difference_update(own.get(column, ()))
+        if len({value.__class__ for value in values}) > 1:
+            return False  # one array of one type per lookup; mixed values are left to the database
         if values:
             wanted.append((target, target_column, values))
     connection = session.connection().connection.driver_connection
@@ -241,10 +243,13 @@ def _reference_plan(session, table):
     connection = session.connection().connection.driver_connection
     privilege = ("has_parameter_privilege('session_replication_role', 'SET')"
                  if connection.info.server_version >= 150000 else "false")
+    # Any trigger on INSERT but the foreign keys' own checks rules it out: a user's trigger, and an
+    # internal one too (a deferrable unique constraint rechecks through one).
     relation = connection.execute(
         f"SELECT c.oid, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR {privilege}, "  # noqa: S608
-        "c.relhasrules, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal "
-        "AND t.tgtype & 4 <> 0) FROM pg_class c WHERE c.oid = to_regclass(%s)",  # tgtype bit 2: INSERT
+        "c.relhasrules, EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & 4 <> 0 "
+        "AND NOT (t.tgisinternal AND t.tgfoid = 'pg_catalog.\"RI_FKey_check_ins\"'::regproc)) "
+        "FROM pg_class c WHERE c.oid = to_regclass(%s)",  # tgtype bit 2: INSERT
         [f'"{table.name}"']).fetchone()
     if relation is None or not relation[1] or relation[2] or relation[3]:
         return None

@@ -175,3 +175,36 @@ def test_an_import_leaves_no_reference_dangling(app, world):
                    (SELECT count(*) FROM client_tag)""")).one()
         assert tuple(dangling) == (0, 0, 40)
         db.session.remove()
+
+
+def test_an_internal_trigger_other_than_the_foreign_key_checks_keeps_them(app, world):
+    """A deferrable unique constraint rechecks through an internal trigger, which replica mode would
+    skip: such a table keeps the database's checks (and its duplicates are still refused)."""
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    from app.core import bulk
+    from app.extensions import db
+
+    with app.app_context():
+        (tag,) = _tags(db, ["deferred"])
+        with db.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE bulk_probe (id integer PRIMARY KEY, tag_id integer REFERENCES tag (id), "
+                              "code integer UNIQUE DEFERRABLE INITIALLY DEFERRED)"))
+        probe = Table("bulk_probe", MetaData(), Column("id", Integer, primary_key=True), Column("tag_id", Integer),
+                      Column("code", Integer))
+        try:
+            assert bulk._reference_plan(db.session, probe) is None
+            bulk.insert_rows(db.session, probe, [(1, tag, 7), (2, tag, 7)], columns=("id", "tag_id", "code"))
+            with pytest.raises(IntegrityError):
+                db.session.commit()
+            db.session.rollback()
+            with db.engine.begin() as conn:  # without the deferrable constraint the same table is covered
+                conn.execute(text("ALTER TABLE bulk_probe DROP CONSTRAINT bulk_probe_code_key"))
+            assert bulk._reference_plan(db.session, probe) == [("tag_id", "tag", "id")]
+            assert bulk._hold_references(db.session, probe, ["id", "tag_id"], [], [(1, tag), (2, "1")], {}) is False
+            db.session.rollback()
+        finally:
+            db.session.rollback()
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP TABLE bulk_probe"))
+        db.session.remove()
