@@ -191,6 +191,49 @@ def test_the_phone_helper_process_changes_nothing_but_where_numbers_are_parsed(a
     assert all(not known for known in served[3:])  # the run without the helper got none
 
 
+def test_a_helper_started_early_for_a_large_looking_file_is_used_only_if_the_file_has_the_rows(
+        app, world, monkeypatch):
+    """The helper starts before the file's first pass when the file is large enough to hold
+    IMPORT_HELPER_MIN_ROWS rows; once the pass counts fewer, it is closed (its process ends) and the
+    run parses its numbers itself. With enough rows the early helper serves the chunks."""
+    from app.core import validators
+    from app.imports import services
+
+    monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 2)
+    started, closed, served = [], [], []
+    real_init, real_close, real_ahead = services.PhoneHelper.__init__, services.PhoneHelper.close, \
+        validators.phones_ahead
+
+    def init(self, columns):
+        real_init(self, columns)
+        started.append(self)
+
+    def close(self):
+        real_close(self)
+        closed.append(self.process.returncode)
+
+    def ahead(known):
+        served.append(dict(known))
+        return real_ahead(known)
+
+    monkeypatch.setattr(services.PhoneHelper, "__init__", init)
+    monkeypatch.setattr(services.PhoneHelper, "close", close)
+    monkeypatch.setattr(validators, "phones_ahead", ahead)
+    size = len(PHONES.encode())
+    # 5 rows in a file that could hold more: started early, closed after the pass, nothing served
+    monkeypatch.setitem(app.config, "IMPORT_HELPER_MIN_ROWS", 6)
+    assert size // services.PhoneHelper.MIN_ROW_BYTES >= 6
+    p, _ = run_import(app, PHONES)
+    assert (p["created"], p["failed"]) == (3, 2)
+    assert len(started) == 1 and closed == [0] and all(not known for known in served)
+    # the same file with a threshold it meets: one helper, started early, answers the chunks
+    served.clear()
+    monkeypatch.setitem(app.config, "IMPORT_HELPER_MIN_ROWS", 5)
+    p, _ = run_import(app, PHONES.replace("@example.org", "@again.example.org"))
+    assert (p["created"], p["failed"]) == (3, 2)
+    assert len(started) == 2 and closed == [0, 0] and any(known for known in served)
+
+
 @POSTGRESQL_ONLY
 def test_two_writers_work_side_by_side_and_commit_in_file_order(app, world, monkeypatch):
     """The first chunk's writer is slowed down: the second writer writes its chunk meanwhile, but
