@@ -49,7 +49,8 @@ def rq_env(request, tmp_path):
                JOB_QUEUE=f"test-{uuid.uuid4().hex[:8]}", IMPORT_FOLDER=str(tmp_path / "imports"),
                IMPORT_CHUNK_SIZE=str(CHUNK), IMPORT_HELPER_MIN_ROWS="1000", JOB_RETRY_INTERVALS="0",
                JOB_ID_PREFIX=f"kill-{uuid.uuid4().hex[:6]}-", FLASK_APP="run:app", PYTHONPATH=ROOT,
-               RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="worker-test-secret-0123456789abcdef0123")
+               RATELIMIT_STORAGE_URI="memory://", SECRET_KEY="worker-test-secret-0123456789abcdef0123",
+               WORKER_LOG=str(tmp_path / "worker.log"))
     from flask_migrate import upgrade
 
     from app import create_app
@@ -85,8 +86,15 @@ def _csv(n):
 
 
 def _worker(env):
-    return subprocess.Popen([sys.executable, "-m", "flask", "clientdesk", "worker", "--burst"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    """A burst worker; its output goes to the env's WORKER_LOG (shown by `_log` when an assertion fails)."""
+    with open(env["WORKER_LOG"], "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "flask", "clientdesk", "worker", "--burst"], cwd=ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _log(env, lines=60):
+    with open(env["WORKER_LOG"], "rb") as fh:
+        return "worker log:\n" + "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
 
 
 def _children(pid):
@@ -192,7 +200,7 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
     worker.wait(timeout=60)
     status, through = _progress(app, job_id)
     seen.append(through)
-    assert status == "done" and through == N + REPEATS
+    assert status == "done" and through == N + REPEATS, (status, through, seen[-5:], _log(env))
     assert all(a <= b for a, b in zip(seen, seen[1:], strict=False)), "the checkpoint never goes back"
 
     with app.app_context():
