@@ -184,6 +184,9 @@ class Config:
     # older than JOB_STALE_SECONDS (their process died).
     JOB_LOCAL_RESUME_SECONDS = env_int("JOB_LOCAL_RESUME_SECONDS", 60)
     JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 900)
+    # RQ workers run their maintenance (registry clean-up, and resuming imports whose heartbeat is
+    # older than JOB_STALE_SECONDS while RQ holds no live job for them) at start and this often.
+    JOB_RECONCILE_SECONDS = env_int("JOB_RECONCILE_SECONDS", 300)
     # Exports with more rows than this run as a background job instead of streaming in the request.
     EXPORT_INLINE_MAX_ROWS = env_int("EXPORT_INLINE_MAX_ROWS", 50_000)
     EXPORT_FOLDER = os.environ.get("EXPORT_FOLDER", os.path.join(INSTANCE_DIR, "uploads", "exports"))

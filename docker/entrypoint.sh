@@ -3,7 +3,7 @@
 # Web role (the command is gunicorn, or ROLE=web): wait for the database, apply migrations,
 # sync roles and permissions (deploy time, not in every process: FAB_UPDATE_PERMS stays off),
 # create the admin when ADMIN_PASSWORD is set, then exec the command.
-# Any other role (ROLE=worker for `rq worker …`, or a one-off command) just execs.
+# Any other role (ROLE=worker for `flask clientdesk worker`, or a one-off command) just execs.
 set -eu
 
 export FLASK_APP="${FLASK_APP:-run:app}"

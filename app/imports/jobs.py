@@ -78,17 +78,12 @@ def enqueue(func, *args, job_id, on_failure=None):
         return func(*args)
     from rq import Callback, Retry
     from rq.exceptions import DuplicateJobError
-    from rq.job import Job, JobStatus
+    from rq.job import Job
     queue = get_queue()
-    existing = None
-    try:
-        existing = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
-    except Exception:  # NoSuchJobError and friends: nothing to reuse
-        existing = None
+    existing = _fetch_job(job_id, queue.connection)
     if existing is not None:
-        status = existing.get_status()
-        if status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
-            return existing  # already on its way; the same id never runs twice at once
+        if _on_its_way(existing):
+            return existing  # the same id never runs twice at once
         existing.delete()
     intervals = list(config.get("JOB_RETRY_INTERVALS") or [0])
     try:
@@ -100,6 +95,22 @@ def enqueue(func, *args, job_id, on_failure=None):
             on_failure=Callback(on_failure) if on_failure else None)
     except DuplicateJobError:
         return Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+
+
+def _fetch_job(rq_id, connection):
+    """RQ's job of that id, or None (none, or one that cannot be read)."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+    try:
+        return Job.fetch(rq_id, connection=connection, serializer=JSONSerializer)
+    except Exception:  # NoSuchJobError and friends: nothing to reuse
+        return None
+
+
+def _on_its_way(rq_job):
+    """Queued, running, or waiting for its retry's interval or a dependency."""
+    from rq.job import JobStatus
+    return rq_job.get_status() in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 # ----------------------------------------------------------------- without Redis: one thread per process
@@ -245,8 +256,8 @@ def enqueue_import(import_job_id, wait=False):
                    on_failure=import_failed)
 
 
-def resume_stale_imports(stale_seconds=900):
-    """Re-enqueue running imports whose heartbeat stopped (a lost job, rq#2015); returns their ids."""
+def stale_imports(stale_seconds=900):
+    """Ids of the imports queued or running whose heartbeat is older than `stale_seconds`."""
     import datetime as dt
 
     from sqlalchemy import and_, or_, select
@@ -259,9 +270,53 @@ def resume_stale_imports(stale_seconds=900):
         or_(ImportJob.heartbeat_at < cutoff, and_(ImportJob.heartbeat_at.is_(None), ImportJob.created_at < cutoff)))
         .order_by(ImportJob.id)))
     db.session.commit()  # end the read: the resumed jobs may run in this very thread
+    return ids
+
+
+def resume_stale_imports(stale_seconds=900):
+    """Re-enqueue running imports whose heartbeat stopped (their process died); returns their ids.
+    Without Redis, the web processes' job threads call it while idle; RQ workers call
+    `reconcile_imports`."""
+    ids = stale_imports(stale_seconds)
     for import_job_id in ids:
         enqueue_import(import_job_id)
     return ids
+
+
+def reconcile_imports():
+    """The RQ workers' reconciler (security.md's import blueprint, step 5; rq#2015), run with each
+    worker's periodic maintenance in its main process. An import whose heartbeat went stale while
+    RQ holds no live job for it is resumed from its checkpoint: Redis lost the job (a restart; a
+    Redis without persistence keeps nothing), it was abandoned where no worker cleaned the
+    registries, or its run ended without finishing the file (a runner that stopped on the checkpoint
+    lease). One whose RQ job failed for good is marked failed, as its failure callback would have
+    (a work-horse killed on its last retry never runs it), instead of being started again and again.
+    Several workers may run it at once: `enqueue` leaves a queued or started job as it is, and the
+    lease lets one runner write. Returns {import id: "resumed" | "failed"} for the stale imports
+    it acted on."""
+    from rq.job import JobStatus
+
+    from ..extensions import db
+    acted = {}
+    try:
+        connection = get_queue().connection
+        for import_job_id in stale_imports(int(current_app.config.get("JOB_STALE_SECONDS") or 900)):
+            rq_job = _fetch_job(import_rq_id(import_job_id), connection)
+            if rq_job is not None and _on_its_way(rq_job):
+                continue  # a long queue, a retry waiting for its interval
+            if rq_job is not None and rq_job.get_status() == JobStatus.FAILED:
+                _mark_failed(import_job_id)
+                acted[import_job_id] = "failed"
+            else:
+                enqueue_import(import_job_id)
+                acted[import_job_id] = "resumed"
+        if acted:
+            log.warning("reconciled stale imports: %s", acted)
+    except Exception:
+        log.exception("reconciling stale imports")
+    finally:
+        db.session.remove()  # the work-horses fork from this process (they drop its pool, see above)
+    return acted
 
 
 # ----------------------------------------------------------------- export
@@ -297,11 +352,20 @@ def export_failed(job, connection, type, value, traceback):  # noqa: A002  (RQ's
 # ----------------------------------------------------------------- worker
 
 def run_worker(burst=False, with_scheduler=True):
-    """An RQ worker on the ClientDesk queue with the JSON serializer (`flask clientdesk worker`)."""
+    """An RQ worker on the ClientDesk queue with the JSON serializer (`flask clientdesk worker`).
+    Its maintenance (at start, then every JOB_RECONCILE_SECONDS between jobs) also reconciles
+    stale imports (`reconcile_imports`)."""
     from rq import Worker
     from rq.serializers import JSONSerializer
     global _worker_app
     _worker_app = current_app._get_current_object()
+
+    class ReconcilingWorker(Worker):
+        def run_maintenance_tasks(self):
+            super().run_maintenance_tasks()
+            reconcile_imports()
+
     queue = get_queue()
-    worker = Worker([queue], connection=queue.connection, serializer=JSONSerializer)
+    worker = ReconcilingWorker([queue], connection=queue.connection, serializer=JSONSerializer,
+                               maintenance_interval=int(current_app.config.get("JOB_RECONCILE_SECONDS") or 300))
     worker.work(burst=burst, with_scheduler=with_scheduler)

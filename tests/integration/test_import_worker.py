@@ -226,3 +226,62 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(rq_env):
             blob = repr(r.hgetall(key)) if kind == b"hash" else repr(r.dump(key))
             assert "PIIMARKER" not in blob and "example.org" not in blob, key
         db.session.remove()
+
+
+def test_a_worker_resumes_the_imports_rq_lost_and_fails_the_ones_rq_failed(rq_env):
+    """The reconciler (security.md's import blueprint, step 5; rq#2015): a worker's maintenance
+    resumes a running import with a stale heartbeat whose RQ job is gone (Redis lost it) or ended
+    without finishing the file, marks failed one whose RQ job failed for good, and leaves alone one
+    whose heartbeat is fresh."""
+    import datetime as dt
+    import io
+
+    from rq.job import JobStatus
+    from sqlalchemy import update
+
+    app, env = rq_env
+    from app.clients.models import Client
+    from app.extensions import db
+    from app.imports import jobs, services
+    from app.imports.models import ImportJob, utcnow
+    rows = 300
+    ids = {}
+    with app.app_context():
+        admin = app.appbuilder.sm.find_user(username="admin")
+        q = jobs.get_queue()
+        for kind in ("lost", "ended", "failed", "fresh"):
+            body = _csv(rows).decode().replace("@example.org", f"@{kind}.example.org").encode()
+            job = services.start(services.store_upload(io.BytesIO(body), f"{kind}.csv", admin), admin)
+            ids[kind] = job.id
+            rq_job = q.fetch_job(jobs.import_rq_id(job.id))
+            assert rq_job.get_status() == JobStatus.QUEUED
+            if kind in ("failed", "ended"):
+                q.remove(rq_job)
+                # failed: its last retry's work-horse died, so no failure callback ran; ended: its
+                # runner stopped early, taking the checkpoint for another runner's
+                rq_job.set_status(JobStatus.FAILED if kind == "failed" else JobStatus.FINISHED)
+            else:
+                rq_job.delete()  # lost with Redis (or never enqueued): RQ knows nothing of it
+            beat = utcnow() - (dt.timedelta(hours=2) if kind != "fresh" else dt.timedelta(seconds=0))
+            db.session.execute(update(ImportJob).where(ImportJob.id == job.id).values(
+                status="running", heartbeat_at=beat))
+        db.session.commit()
+        db.session.remove()
+
+    worker = _worker(dict(env, JOB_STALE_SECONDS="600"))
+    assert worker.wait(timeout=120) == 0, _log(env)
+
+    with app.app_context():
+        for kind in ("lost", "ended"):
+            job = db.session.get(ImportJob, ids[kind])
+            assert (job.status, job.created_count, job.committed_through) == ("done", rows, rows + REPEATS), _log(env)
+            assert db.session.scalar(select(func.count(Client.id)).where(
+                Client.email.like(f"%@{kind}.example.org"))) == rows
+        failed = db.session.get(ImportJob, ids["failed"])
+        assert failed.status == "failed" and "internal error" in failed.reason
+        fresh = db.session.get(ImportJob, ids["fresh"])
+        assert (fresh.status, fresh.committed_through or 0) == ("running", 0)
+        assert db.session.scalar(select(func.count(Client.id)).where(
+            Client.email.like("%@fresh.example.org") | Client.email.like("%@failed.example.org"))) == 0
+        assert "reconciled stale imports" in _log(env)
+        db.session.remove()
