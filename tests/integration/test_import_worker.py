@@ -285,3 +285,37 @@ def test_a_worker_resumes_the_imports_rq_lost_and_fails_the_ones_rq_failed(rq_en
             Client.email.like("%@fresh.example.org") | Client.email.like("%@failed.example.org"))) == 0
         assert "reconciled stale imports" in _log(env)
         db.session.remove()
+
+
+def test_an_import_that_always_raises_is_retried_then_failed_in_rq_and_marked_failed(rq_env):
+    """R31: retries are bounded and visible. The import's stored file turned into something that
+    cannot be read (a storage fault): each delivery raises, RQ retries it three times, keeps it in
+    its failed registry, and the failure callback gives the ImportJob a sanitised reason."""
+    import io
+
+    from rq.registry import FailedJobRegistry
+
+    app, env = rq_env
+    from app.extensions import db
+    from app.imports import jobs, services
+    from app.imports.models import ImportJob
+    with app.app_context():
+        admin = app.appbuilder.sm.find_user(username="admin")
+        job = services.start(services.store_upload(io.BytesIO(_csv(50)), "broken.csv", admin), admin)
+        job_id, rq_id, path = job.id, jobs.import_rq_id(job.id), services.job_path(job)
+        os.remove(path)
+        os.mkdir(path)
+        db.session.remove()
+
+    worker = _worker(env)
+    assert worker.wait(timeout=120) == 0, _log(env)
+    with app.app_context():
+        q = jobs.get_queue()
+        rq_job = q.fetch_job(rq_id)
+        assert (rq_job.get_status(), rq_job.retries_left) == ("failed", 0), _log(env)
+        assert rq_id in FailedJobRegistry(queue=q).get_job_ids()
+        job = db.session.get(ImportJob, job_id)
+        assert job.status == "failed" and job.finished_at is not None
+        assert "internal error" in job.reason and path not in job.reason and "IsADirectory" not in job.reason
+        assert job.committed_through in (None, 0) and job.created_count == 0
+        db.session.remove()
