@@ -108,7 +108,7 @@ def setup():
 @click.option("--user", "username", required=True, help="The staff user the import acts as (scope, audit).")
 @click.option("--project", default=None, help="Default project (id, name or key) for rows without one.")
 @click.option("--dry-run", is_flag=True, help="Validate and report only; change nothing.")
-@click.option("--encoding", default=None, help="utf-8, utf-8-sig, cp1252 or latin-1 (default: detected).")
+@click.option("--encoding", default=None, help="utf-8, utf-8-sig, cp1252, cp1251 or latin-1 (default: detected).")
 @click.option("--delimiter", default=None, help="',', ';', 'tab' or '|' (default: detected).")
 @with_appcontext
 def import_clients(path, username, project, dry_run, encoding, delimiter):

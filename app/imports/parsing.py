@@ -9,13 +9,17 @@ import codecs
 import csv
 import datetime as dt
 import os
+import re
 import stat
 import zipfile
 
 from flask_babel import lazy_gettext as _l
 
 DELIMITERS = (",", ";", "\t", "|")   # sniffing never looks beyond these (R25, cpython #119123)
-ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "latin-1")
+ENCODINGS = ("utf-8", "utf-8-sig", "cp1252", "cp1251", "latin-1")
+# What detection chooses among when a file is not UTF-8 (charset-normalizer's names -> ours): the
+# same bytes are Western letters in CP1252 and Latin-1 and Cyrillic ones in CP1251.
+_SINGLE_BYTE = {"cp1252": "cp1252", "cp1251": "cp1251", "latin_1": "latin-1"}
 # The largest text field of a client is 2,000 characters; anything far beyond is a broken file or an attack.
 FIELD_SIZE_LIMIT = 100_000
 SAMPLE_BYTES = 256 * 1024
@@ -24,6 +28,13 @@ SAMPLE_BYTES = 256 * 1024
 XLSX_MAX_MEMBERS = 1_000
 XLSX_MAX_UNCOMPRESSED = 2 * 1024 ** 3
 XLSX_MAX_RATIO = 200
+# openpyxl holds one row of a sheet at a time, but all of the shared-strings table, and builds a
+# whole row (or shared string) before we see it: one row or string of more XML than this, or a
+# table larger than that, is refused before it is parsed (a bomb tuned to pass the checks above
+# would otherwise put a gigabyte in one cell).
+XLSX_MAX_UNIT = 4 * 1024 ** 2
+XLSX_MAX_SHARED_STRINGS = 256 * 1024 ** 2
+_UNIT_END = re.compile(rb"(?:row|si)>")  # ends a row or a shared string (</row>, </x:row>, </si> …)
 
 csv.field_size_limit(FIELD_SIZE_LIMIT)
 
@@ -49,7 +60,7 @@ def file_format(filename, head):
 # ----------------------------------------------------------------- CSV
 
 def detect_encoding(sample):
-    """UTF-8 (with or without BOM) when the bytes are valid UTF-8, else CP1252 (or Latin-1)."""
+    """UTF-8 (with or without BOM) when the bytes are valid UTF-8, else CP1252, CP1251 or Latin-1."""
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     cut = sample.rfind(b"\n")
@@ -59,10 +70,11 @@ def detect_encoding(sample):
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    # Bytes CP1252 leaves undefined mean the file is ISO-8859-1.
-    if any(b in body for b in (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")):
-        return "latin-1"
-    return "cp1252"
+    # Not UTF-8: one of the single-byte encodings we read, as charset-normalizer judges the text
+    # (a Russian file in CP1251 read as CP1252 would be stored as "Èâàí Ïåòðîâ").
+    from charset_normalizer import from_bytes
+    best = from_bytes(body, cp_isolation=list(_SINGLE_BYTE)).best()
+    return _SINGLE_BYTE.get(best.encoding if best is not None else "", "cp1252")
 
 
 def detect_delimiter(text_sample):
@@ -166,8 +178,34 @@ def check_xlsx_archive(path):
                 raise FileRejected(_l("The XLSX file is too large once unpacked."))
             if "xl/workbook.xml" not in {m.filename for m in members}:
                 raise FileRejected(_l("This is not a valid XLSX file."))
+            if sum(m.file_size for m in members if m.filename.lower().endswith("sharedstrings.xml")) \
+                    > XLSX_MAX_SHARED_STRINGS:
+                raise FileRejected(_l("The XLSX file holds too much text to read; save it as CSV and import that."))
+            for info in members:
+                if info.filename.lower().endswith(".xml") and info.file_size > XLSX_MAX_UNIT:
+                    with zf.open(info) as part:
+                        if _has_oversize_unit(part):
+                            raise FileRejected(_l("The XLSX file has a row or a value too large to read."))
     except zipfile.BadZipFile:
         raise FileRejected(_l("This is not a valid XLSX file."))
+
+
+def _has_oversize_unit(part, block=1024 ** 2):
+    """True when an XML part streamed from the archive has a row or shared string of more than
+    XLSX_MAX_UNIT bytes (a part without any counts as one). Reads in blocks and stops at the first
+    one: a gigabyte cell is refused after about XLSX_MAX_UNIT bytes of it. An end split between two
+    blocks is missed, which only joins two units."""
+    since = 0
+    while data := part.read(block):
+        pos = 0
+        for end in _UNIT_END.finditer(data):
+            if since + end.end() - pos > XLSX_MAX_UNIT:
+                return True
+            since, pos = 0, end.end()
+        since += len(data) - pos
+        if since > XLSX_MAX_UNIT:
+            return True
+    return False
 
 
 def _cell_text(value):

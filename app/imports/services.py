@@ -1239,7 +1239,8 @@ def _run(job, user):
     path = job_path(job)
     # A file that looks large gets its phone helper now: the process starts up (~0.3 s) during the
     # pass below instead of holding up the first chunk.
-    helper = PhoneHelper.start(run, job.total_rows or os.path.getsize(path) // PhoneHelper.MIN_ROW_BYTES)
+    size = os.path.getsize(path) if os.path.exists(path) else 0  # a lost file is reported by the pass below
+    helper = PhoneHelper.start(run, job.total_rows or size // PhoneHelper.MIN_ROW_BYTES)
     try:
         # One pass before the run: the rows of repeated keys, and the row count for the progress bar.
         run.plan = RepeatPlan.read(parsing.iter_file(path, job.file_format, job.encoding, job.delimiter),

@@ -20,7 +20,7 @@ from ..extensions import db
 from . import exports, fields, parsing, services
 
 ENCODING_CHOICES = [("", _l("Detect")), ("utf-8", "UTF-8"), ("utf-8-sig", "UTF-8 (BOM)"), ("cp1252", "Windows-1252"),
-                    ("latin-1", "Latin-1")]
+                    ("cp1251", "Windows-1251"), ("latin-1", "Latin-1")]
 DELIMITER_CHOICES = [("", _l("Detect")), (",", _l("Comma")), (";", _l("Semicolon")), ("tab", _l("Tab")),
                      ("|", _l("Vertical bar"))]
 

@@ -459,3 +459,17 @@ def test_the_bulk_lookup_by_email_is_an_index_scan_whatever_the_statistics(app, 
         db.session.rollback()
     assert "Index Scan using uq_client_email" in pinned and "Seq Scan" not in pinned and "trgm" not in pinned
     assert "uq_client_email" not in usual and again == usual  # a small table: the planner reads it whole
+
+
+def test_a_stored_file_that_is_gone_fails_the_job_with_its_reason(app, world):
+    """The upload's stored file was removed (a storage clean-up, a lost volume) before the run: the
+    job fails at once saying so, instead of raising an internal error on every retry."""
+    from app.extensions import db
+    from app.imports import services
+    with app.app_context():
+        actor = user(app, "admin")
+        job = services.store_upload(io.BytesIO(f"{HEAD}\n{_line('gone@example.org')}\n".encode()), "gone.csv", actor)
+        os.remove(services.job_path(job))
+        job = services.start(job, actor)
+        assert (job.status, job.reason, job.created_count) == ("failed", "The uploaded file is no longer available.", 0)
+        db.session.remove()
