@@ -447,12 +447,33 @@ def parse_created(raw):
 class Row:
     """One data row of the file, mapped: service data plus what the import itself handles."""
 
-    __slots__ = ("line", "cells", "data", "errors", "ident", "email_key", "created_at", "problem", "desk", "target")
+    __slots__ = ("line", "cells", "data", "errors", "ident", "email_key", "created_at", "problem", "desk", "target",
+                 "followed")
 
     def __init__(self, line, cells, problem=None):
         self.line, self.cells, self.problem = line, cells, problem
         self.data, self.errors, self.ident, self.email_key, self.created_at = {}, {}, None, None, None
         self.desk = self.target = None
+        self.followed = False  # a later row of this chunk has the same e-mail
+
+
+def _merged(earlier, later):
+    """Row values of one client, a later row's over an earlier one's (custom fields and meta key by key)."""
+    out = {**earlier, **later}
+    for bucket in ("custom_fields", "meta"):
+        if isinstance(earlier.get(bucket), dict) and isinstance(later.get(bucket), dict):
+            out[bucket] = {**earlier[bucket], **later[bucket]}
+    return out
+
+
+class _Carried:
+    """Rows of one e-mail that could not create its client for want of values a later row of the
+    chunk may bring (see ImportRun._create): [(row, reason)] and their values merged."""
+
+    __slots__ = ("rows", "data", "created_at")
+
+    def __init__(self, rows, data, created_at):
+        self.rows, self.data, self.created_at = rows, data, created_at
 
 
 _CHOOSE_TYPE = _l("Choose Personal or Business.")
@@ -574,7 +595,10 @@ def duplicate_decision(row, by_id, by_email, pending, repeat):
     This is the single place where an import row's identity and duplicate policy are
     decided; the duplicates module (CL-DUP) will replace this policy. Until then an
     existing id or e-mail means update, and a key repeated inside the file makes the
-    later row update the earlier one (reported as a notice).
+    later row update the earlier one (reported as a notice). A "create" whose row lacks
+    only values a new client needs waits for the e-mail's next row in the chunk, which
+    then creates the client with the values of both (ImportRun._create): the earlier row
+    is still the one the later updates, and a re-run of the file changes nothing.
 
     `pending`: e-mail -> (client, line) of the first row of this chunk that created or updated
     that client; `repeat`: the row repeats the e-mail of a row of an earlier chunk (not held
@@ -857,6 +881,13 @@ class ImportRun:
                 ids.add(row.ident)
             if row.email_key:
                 emails.add(row.email_key)
+        last_of_key = {}
+        for row in rows:
+            if row.email_key:
+                previous = last_of_key.get(row.email_key)
+                if previous is not None:
+                    previous.followed = True
+                last_of_key[row.email_key] = row
         if committed is not None:
             self.inflight = [entry for entry in self.inflight if entry[0] > committed]
         by_id, by_email, tags_of = self._fetch_existing(ids, emails)
@@ -866,11 +897,21 @@ class ImportRun:
         creates, report = [], []
         counts = dict(created=0, updated=0, unchanged=0, failed=0, notices=0)
         updated_rows = []
+        self.carried, self.resolved = {}, []
         for row in rows:
             outcome = self._process_row(row, by_id, by_email, pending, tags_of, creates, report, now)
             if outcome == "updated" and getattr(row, "target", None) is not None and not row.target._new:
                 updated_rows.append(row)
-            counts[outcome] += 1
+            if outcome != "carried":
+                counts[outcome] += 1
+            for resolved in self.resolved:
+                counts[resolved] += 1
+            self.resolved = []
+        for carried in self.carried.values():  # their e-mail's later rows failed before they could create it
+            for held, reason in carried.rows:
+                self._fail(held, report, reason)
+                counts["failed"] += 1
+        self.carried = {}
         # Net effect per client: rows of one e-mail that change a client and then change it back
         # (a re-run of a file that repeats an e-mail) leave it as it was, so they count as unchanged.
         for row in updated_rows:
@@ -999,24 +1040,51 @@ class ImportRun:
         return outcome
 
     def _create(self, row, pending, creates, report, now):
-        data = row.data
-        data.setdefault("client_type", "personal")
+        carried = self.carried.pop(row.email_key, None) if row.email_key else None
+        own = row.data
+        data = own if carried is None else _merged(carried.data, own)
+        created_at = row.created_at or (carried.created_at if carried is not None else None)
         try:
-            clean = client_services.validate_client_data(data, self.user, lookup=self.lookup)
+            clean = client_services.validate_client_data(
+                data if "client_type" in data else dict(data, client_type="personal"), self.user, lookup=self.lookup)
         except ValidationFailed as exc:
-            self._fail(row, report, _reason(exc.field_errors))
+            reason = _reason(exc.field_errors)
+            if row.followed:
+                if all(key not in data for key in exc.field_errors):
+                    # Only values are missing, and a later row of this e-mail follows in the chunk: the
+                    # rows are decided together, with that row's values over these. Refused now, this
+                    # row would update the client that later row creates when the file is run again
+                    # (CL-IO-2: a re-run changes nothing).
+                    rows = (carried.rows if carried is not None else []) + [(row, reason)]
+                    self.carried[row.email_key] = _Carried(rows, data, created_at)
+                    return "carried"
+                if carried is not None:  # this row's own values are wrong: the rows before it wait on
+                    self.carried[row.email_key] = carried
+                self._fail(row, report, reason)
+                return "failed"
+            for held, held_reason in (carried.rows if carried is not None else []):
+                self._fail(held, report, held_reason)
+                self.resolved.append("failed")
+            self._fail(row, report, reason)
             return "failed"
+        first_line = carried.rows[0][0].line if carried is not None else row.line
         values = self.new_values.copy()
         values.update(client_type=clean["client_type"], email=clean["email"], project_id=clean["project_id"],
-                      custom_fields={}, meta={}, created_at=row.created_at or now, updated_at=now)
-        rec = _record(values, line=row.line, new=True)
+                      custom_fields={}, meta={}, created_at=created_at or now, updated_at=now)
+        rec = _record(values, line=first_line, new=True)
         self._apply(rec, clean, now)
         if rec.status_id is None:
             rec.status_id = self.default_status
         rec.verification_status = rec.verification_status or "init"
-        pending[row.email_key] = (rec, row.line)
+        pending[row.email_key] = (rec, first_line)
         creates.append(rec)
-        return "created"
+        if carried is None:
+            return "created"
+        # counted as if the first row had created the client and each later one updated it
+        self.resolved += ["created"] + ["updated"] * (len(carried.rows) - 1)
+        self._fail(row, report, _l("The e-mail repeats line %(line)d of this file; the later row updates the "
+                                   "earlier one.", line=first_line), "notice")
+        return "updated"
 
     def _apply(self, rec, clean, now):
         if rec._new:  # the same as the loop below, at dict speed (every value applies to a new client)
