@@ -589,6 +589,11 @@ def resolve_desk(row, forms_, project_id):
 
 # ----------------------------------------------------------------- identity: the one place
 
+def repeats_line(line):
+    """The notice of a row whose e-mail an earlier row of the file (`line`) has."""
+    return _l("The e-mail repeats line %(line)d of this file; the later row updates the earlier one.", line=line)
+
+
 def duplicate_decision(row, by_id, by_email, pending, repeat):
     """Decide what a row does: ("create" | "update" | "reject", target, notice).
 
@@ -613,8 +618,7 @@ def duplicate_decision(row, by_id, by_email, pending, repeat):
         return "reject", None, _l("E-mail is required.")
     earlier = pending.get(row.email_key)
     if earlier is not None:
-        return "update", earlier[0], _l("The e-mail repeats line %(line)d of this file; the later row updates "
-                                        "the earlier one.", line=earlier[1])
+        return "update", earlier[0], repeats_line(earlier[1])
     target = by_email.get(row.email_key)
     if repeat:
         return "update", target, _l("The e-mail repeats an earlier row of this file; the later row updates the "
@@ -822,6 +826,7 @@ class ImportRun:
                                status_id=self.default_status)
         self.plan = None  # the file's RepeatPlan, read by _run
         self.inflight = []  # (through, {id: (n, record)}, {e-mail: (n, record)}) of chunks not yet committed
+        self.carried, self.resolved = {}, []  # of the chunk being processed (see _create)
         self.dialect = db.session.get_bind().dialect.name
         self.postgresql = self.dialect == "postgresql"
         self.analyze_min_rows = int(current_app.config.get("IMPORT_ANALYZE_MIN_ROWS") or 20_000)
@@ -1082,8 +1087,7 @@ class ImportRun:
             return "created"
         # counted as if the first row had created the client and each later one updated it
         self.resolved += ["created"] + ["updated"] * (len(carried.rows) - 1)
-        self._fail(row, report, _l("The e-mail repeats line %(line)d of this file; the later row updates the "
-                                   "earlier one.", line=first_line), "notice")
+        self._fail(row, report, repeats_line(first_line), "notice")
         return "updated"
 
     def _apply(self, rec, clean, now):
