@@ -3,6 +3,7 @@
 import os
 import sys
 import tempfile
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,7 +57,11 @@ def main():
         upgrade(revision="heads")
         with db.engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": _compared})
-            diff = compare_metadata(ctx, db.metadata)
+            with warnings.catch_warnings():
+                # SQLite cannot reflect the expression indexes left uncompared above, and says so
+                for name in UNCOMPARED_INDEXES:
+                    warnings.filterwarnings("ignore", message=f".*expression-based index '?{name}'?")
+                diff = compare_metadata(ctx, db.metadata)
     if tmp:
         os.unlink(tmp.name)
     if diff:
