@@ -23,6 +23,10 @@ _SINGLE_BYTE = {"cp1252": "cp1252", "cp1251": "cp1251", "latin_1": "latin-1"}
 # The largest text field of a client is 2,000 characters; anything far beyond is a broken file or an attack.
 FIELD_SIZE_LIMIT = 100_000
 SAMPLE_BYTES = 256 * 1024
+# R26's bounds on a file's shape: columns of its header, and characters of one line of a CSV file (a
+# client's row is a few KB; a 512 MB line of commas would otherwise be split into 512M cells).
+MAX_COLUMNS = 500
+MAX_LINE = 1024 * 1024
 
 # XLSX (a zip archive) limits, checked before openpyxl opens it (R26, ASVS 5.2.3).
 XLSX_MAX_MEMBERS = 1_000
@@ -128,10 +132,25 @@ def _bad_bytes(cells):
     return False
 
 
+def _capped_lines(fh, cut):
+    """The file's lines, each of at most MAX_LINE characters: a longer one is read past in pieces and
+    given as an empty line, its number added to `cut` (memory stays bounded whatever the line)."""
+    number = 0
+    while line := fh.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
+                pass
+            cut.append(number)
+            line = "\n"
+        yield line
+
+
 def iter_csv(path, encoding, delimiter):
     """Yield (line, cells, problem) for every record, the header first (line 1)."""
     with open(path, encoding=encoding, errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter, strict=False)
+        cut = []
+        reader = csv.reader(_capped_lines(fh, cut), delimiter=delimiter, strict=False)
         start = 1
         while True:
             try:
@@ -145,6 +164,10 @@ def iter_csv(path, encoding, delimiter):
                 continue
             line = start
             start = reader.line_num + 1
+            if cut and cut[0] <= reader.line_num:
+                while cut and cut[0] <= reader.line_num:
+                    yield cut.pop(0), None, _l("The line is longer than %(max)d characters.", max=MAX_LINE)
+                continue
             if not cells:
                 continue
             if _bad_bytes(cells):
@@ -265,8 +288,10 @@ def read_head(path, fmt, encoding=None, delimiter=None, rows=10):
     """(headers, first data rows) for the preview."""
     it = iter_file(path, fmt, encoding, delimiter)
     headers, sample = None, []
-    for _line, cells, _problem in it:
+    for _line, cells, problem in it:
         if headers is None:
+            if problem is not None:
+                raise FileRejected(str(problem))
             headers = [c.strip().lstrip("\ufeff") for c in (cells or [])]
             continue
         sample.append(cells or [])
@@ -276,4 +301,7 @@ def read_head(path, fmt, encoding=None, delimiter=None, rows=10):
         it.close()
     if not headers:
         raise FileRejected(_l("The file is empty."))
+    if len(headers) > MAX_COLUMNS:
+        raise FileRejected(_l("The file has %(n)d columns; an import reads at most %(max)d.", n=len(headers),
+                              max=MAX_COLUMNS))
     return headers, sample

@@ -416,3 +416,46 @@ def test_the_bombs_exhaust_the_capped_subprocess_when_expanded_naively(bombs):
     assert bombs["before"]["VmSize"] < ADDRESS_SPACE // 4, bombs["before"]
     assert bombs["controls"] == {"laughs": "MemoryError", "zip": "MemoryError"}, bombs["controls"]
     assert LAUGHS_EXPANDED > ADDRESS_SPACE and BOMB_UNITS * 1024 ** 2 >= ADDRESS_SPACE
+
+
+# ----------------------------------------------------------------- R26 the shape of a CSV file
+
+def test_a_header_of_more_columns_than_an_import_reads_is_refused_at_upload(app, world):
+    """R26: at most parsing.MAX_COLUMNS columns; the upload says how many the file has."""
+    from app.core.errors import ValidationFailed
+    from app.imports import parsing, services
+    from tests.conftest import user
+    header = ",".join(["email"] + [f"meta.c{n}" for n in range(parsing.MAX_COLUMNS)])
+    with app.app_context():
+        with pytest.raises(ValidationFailed) as exc:
+            services.store_upload(io.BytesIO(f"{header}\na@example.org\n".encode()), "wide.csv", user(app, "admin"))
+        assert str(exc.value.field_errors["file"][0]) == (
+            f"The file has {parsing.MAX_COLUMNS + 1} columns; an import reads at most {parsing.MAX_COLUMNS}.")
+        at_limit = ",".join(["email"] + [f"meta.c{n}" for n in range(parsing.MAX_COLUMNS - 1)])
+        job = services.store_upload(io.BytesIO(f"{at_limit}\na@example.org\n".encode()), "ok.csv", user(app, "admin"))
+        assert len(job.headers) == parsing.MAX_COLUMNS
+
+
+def test_an_overlong_csv_line_is_a_row_error_and_its_neighbours_import(app, world):
+    """R26: a line of more than parsing.MAX_LINE characters (here 3 MB of separators, which would be
+    3M cells) is read past in pieces and reported; the rows around it are imported."""
+    from app.imports import parsing
+    long_line = "c@example.org" + "," * (3 * parsing.MAX_LINE)
+    data = (f"{HEAD}\na@example.org,Ann,Lee,+4915123000001,Paris\n{long_line}\n"
+            f"b@example.org,Bob,Kim,+4915123000002,Rome\n").encode()
+    p, rep = run_import(app, data)
+    assert (p["created"], p["failed"]) == (2, 1), rep
+    assert [(line, reason) for line, _kind, reason, _raw in rep] == [
+        (3, f"The line is longer than {parsing.MAX_LINE} characters.")]
+    assert set(clients_by_email(app)) == {"a@example.org", "b@example.org"}
+
+
+def test_an_overlong_header_line_is_refused_with_its_reason(app, world):
+    from app.core.errors import ValidationFailed
+    from app.imports import parsing, services
+    from tests.conftest import user
+    with app.app_context():
+        with pytest.raises(ValidationFailed) as exc:
+            services.store_upload(io.BytesIO(("email" + ";" * (parsing.MAX_LINE + 5) + "\n").encode()), "h.csv",
+                                  user(app, "admin"))
+        assert str(exc.value.field_errors["file"][0]) == f"The line is longer than {parsing.MAX_LINE} characters."
