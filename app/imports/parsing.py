@@ -164,9 +164,10 @@ def iter_csv(path, encoding, delimiter):
                 continue
             line = start
             start = reader.line_num + 1
-            if cut and cut[0] <= reader.line_num:
-                while cut and cut[0] <= reader.line_num:
-                    yield cut.pop(0), None, _l("The line is longer than %(max)d characters.", max=MAX_LINE)
+            if cut and cut[0] <= reader.line_num:  # the record ran over a line read past: reported instead
+                for number in cut:
+                    yield number, None, _l("The line is longer than %(max)d characters.", max=MAX_LINE)
+                cut.clear()
                 continue
             if not cells:
                 continue

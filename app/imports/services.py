@@ -876,6 +876,7 @@ class ImportRun:
         now = utcnow()
         rows = []
         ids, emails = set(), set()
+        last_of_key = {}  # e-mail -> its latest row so far (marked `followed` when another comes)
         for line, cells, problem in chunk:
             row = Row(line, cells, problem)
             rows.append(row)
@@ -886,9 +887,6 @@ class ImportRun:
                 ids.add(row.ident)
             if row.email_key:
                 emails.add(row.email_key)
-        last_of_key = {}
-        for row in rows:
-            if row.email_key:
                 previous = last_of_key.get(row.email_key)
                 if previous is not None:
                     previous.followed = True
