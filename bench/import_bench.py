@@ -279,7 +279,8 @@ def main():
         return None
     dialect = args.db.split(":")[0]
     run_phase(args, "setup")
-    peer = run_phase(args, "peer-in") if postgresql else None
+    # the COPY peer reads the file as CSV text: none for an XLSX file
+    peer = run_phase(args, "peer-in") if postgresql and not args.file.lower().endswith(".xlsx") else None
     r = run_phase(args, "import")
     print(f"import  {dialect:28s} rows={r['total']} {r['seconds']}s  {r['rows_per_s']} rows/s  "
           f"peak RSS {r['peak_rss_mb']} MB  created={r['created']} updated={r['updated']} "

@@ -8,8 +8,8 @@ bounded whatever the file size: nothing here holds more than one row.
 import codecs
 import csv
 import datetime as dt
+import functools
 import os
-import re
 import stat
 import zipfile
 
@@ -28,17 +28,16 @@ SAMPLE_BYTES = 256 * 1024
 MAX_COLUMNS = 500
 MAX_LINE = 1024 * 1024
 
-# XLSX (a zip archive) limits, checked before openpyxl opens it (R26, ASVS 5.2.3).
+# XLSX (a zip archive) limits, checked before any of its XML is parsed (R26, ASVS 5.2.3).
 XLSX_MAX_MEMBERS = 1_000
 XLSX_MAX_UNCOMPRESSED = 2 * 1024 ** 3
 XLSX_MAX_RATIO = 200
-# openpyxl holds one row of a sheet at a time, but all of the shared-strings table, and builds a
-# whole row (or shared string) before we see it: one row or string of more XML than this, or a
-# table larger than that, is refused before it is parsed (a bomb tuned to pass the checks above
+# The reader holds one row of a sheet at a time, but all of the shared-strings table, and builds a
+# whole row (or shared string) before it is handed on: one row or string of more XML than this, or
+# a table larger than that, is refused before it is parsed (a bomb tuned to pass the checks above
 # would otherwise put a gigabyte in one cell).
 XLSX_MAX_UNIT = 4 * 1024 ** 2
 XLSX_MAX_SHARED_STRINGS = 256 * 1024 ** 2
-_UNIT_END = re.compile(rb"(?:row|si)>")  # ends a row or a shared string (</row>, </x:row>, </si> …)
 
 csv.field_size_limit(FIELD_SIZE_LIMIT)
 
@@ -207,26 +206,28 @@ def check_xlsx_archive(path):
                 raise FileRejected(_l("The XLSX file holds too much text to read; save it as CSV and import that."))
             for info in members:
                 if info.filename.lower().endswith(".xml") and info.file_size > XLSX_MAX_UNIT:
+                    end = b"si>" if info.filename.lower().endswith("sharedstrings.xml") else b"row>"
                     with zf.open(info) as part:
-                        if _has_oversize_unit(part):
+                        if _has_oversize_unit(part, end):
                             raise FileRejected(_l("The XLSX file has a row or a value too large to read."))
     except zipfile.BadZipFile:
         raise FileRejected(_l("This is not a valid XLSX file."))
 
 
-def _has_oversize_unit(part, block=1024 ** 2):
-    """True when an XML part streamed from the archive has a row or shared string of more than
-    XLSX_MAX_UNIT bytes (a part without any counts as one). Reads in blocks and stops at the first
-    one: a gigabyte cell is refused after about XLSX_MAX_UNIT bytes of it. An end split between two
-    blocks is missed, which only joins two units."""
+def _has_oversize_unit(part, end=b"row>", block=1024 ** 2):
+    """True when an XML part streamed from the archive has a unit (a row: text up to `end`, which
+    ends </row> and </x:row>; a shared string: b"si>") of more than XLSX_MAX_UNIT bytes (a part
+    without any counts as one). Reads in blocks and stops at the first one: a gigabyte cell is
+    refused after about XLSX_MAX_UNIT bytes of it. An end split between two blocks is missed, which
+    only joins two units."""
     since = 0
     while data := part.read(block):
-        pos = 0
-        for end in _UNIT_END.finditer(data):
-            if since + end.end() - pos > XLSX_MAX_UNIT:
+        units = data.split(end)  # bytes.split, not a regex: a 100k-row sheet is 60 MB of XML
+        if len(units) > 1:
+            if since + len(units[0]) > XLSX_MAX_UNIT or max(map(len, units[1:-1]), default=0) > XLSX_MAX_UNIT:
                 return True
-            since, pos = 0, end.end()
-        since += len(data) - pos
+            since = 0
+        since += len(units[-1])
         if since > XLSX_MAX_UNIT:
             return True
     return False
@@ -246,63 +247,265 @@ def _cell_text(value):
     return str(value)
 
 
-def _size_from_the_sheet_head(self):
-    """openpyxl's ReadOnlyWorksheet._get_size (openpyxl 3.1), reading only up to where the rows start.
-    openpyxl's own looks for <dimension> among "end" events, so for a sheet without one (openpyxl's
-    write-only mode omits it, as other writers do) it parses the whole sheet before the first row is
-    read: 34 s of the 44 s a 100k-row sheet took to import's reader. Same outcome: the declared
-    dimension, or none."""
-    from openpyxl.worksheet._reader import DATA_TAG, DIMENSION_TAG
-    from openpyxl.worksheet.dimensions import SheetDimension
-    from openpyxl.xml.functions import iterparse  # defusedxml's, as openpyxl's own
-    src = self._get_source()
+# The cells of a sheet are read with expat, not openpyxl's cell reader: openpyxl builds objects per
+# cell (an inline or rich string goes through its descriptor machinery), ~370 us a 16-cell row of
+# the sheets its own write-only mode writes, and reads a shared-strings table the same way. openpyxl
+# still reads the package: which part is the first sheet, where the shared strings are, which
+# styles are dates, the workbook's epoch. Both transitional and strict spreadsheet namespaces.
+_SHEET_NAMESPACES = ("http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+                     "http://purl.oclc.org/ooxml/spreadsheetml/main")
+_TAGS = {f"{ns} {local}": local for ns in _SHEET_NAMESPACES
+         for local in ("row", "c", "v", "is", "t", "rPh", "si")}
+XLSX_BLOCK = 64 * 1024
+XLSX_MAX_COLUMN = 16_384  # XFD, the last column a sheet can have
+
+
+def _refuse_declarations(*_args):
+    # defusedxml's rules, which openpyxl's reader followed: no entity declarations (billion
+    # laughs) and no external entities (XXE). A sheet or a string table has no use for either.
+    raise FileRejected(_l("This is not a valid XLSX file."))
+
+
+def _expat_parts(part, handlers):
+    """Feed an archive part to a fresh expat parser in blocks; yields after each block so the
+    caller hands on what the handlers collected (memory: one block's worth of rows)."""
+    import pyexpat
+    parser = pyexpat.ParserCreate(namespace_separator=" ")
+    parser.buffer_text = True
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = handlers
+    parser.EntityDeclHandler = _refuse_declarations
+    parser.UnparsedEntityDeclHandler = _refuse_declarations
+    parser.ExternalEntityRefHandler = _refuse_declarations
     try:
-        for _event, element in iterparse(src, events=("start",)):
-            if element.tag == DIMENSION_TAG:
-                bounds = SheetDimension.from_tree(element).boundaries
-                if bounds is not None:
-                    self._min_column, self._min_row, self._max_column, self._max_row = bounds
-                return
-            if element.tag == DATA_TAG:
-                return
-    finally:
-        src.close()
+        while data := part.read(XLSX_BLOCK):
+            parser.Parse(data, False)
+            yield
+        parser.Parse(b"", True)
+        yield
+    except pyexpat.ExpatError:
+        raise FileRejected(_l("This is not a valid XLSX file."))
 
 
-def _openpyxl():
-    import openpyxl  # defusedxml is installed, so openpyxl parses with it (billion laughs, XXE)
-    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
-    if ReadOnlyWorksheet._get_size is not _size_from_the_sheet_head:
-        ReadOnlyWorksheet._get_size = _size_from_the_sheet_head
-    return openpyxl
+class _Text:
+    """The text of a string item (a shared string's <si>, an inline string's <is>): its <t>
+    elements, plain or in rich-text runs, without the phonetic guides (<rPh>), as openpyxl's Text.content."""
+
+    __slots__ = ("parts", "taking", "phonetic")
+
+    def __init__(self):
+        self.parts, self.taking, self.phonetic = [], False, 0
+
+    def start(self, tag):
+        if tag == "t":
+            self.taking = not self.phonetic
+        elif tag == "rPh":
+            self.phonetic += 1
+
+    def end(self, tag):
+        if tag == "t":
+            self.taking = False
+        elif tag == "rPh":
+            self.phonetic -= 1
+
+    def take(self):
+        text = "".join(self.parts)
+        self.parts.clear()
+        return text
+
+
+def _shared_strings(archive, name):
+    """The workbook's shared strings, in order (openpyxl's read_string_table, its "x005F_" rule too)."""
+    strings = []
+    text = _Text()
+    tags = _TAGS
+
+    def start(name, _attrs):
+        tag = tags.get(name)
+        if tag is not None:
+            text.start(tag)
+
+    def end(name):
+        tag = tags.get(name)
+        if tag == "si":
+            strings.append(text.take().replace("x005F_", ""))
+        elif tag is not None:
+            text.end(tag)
+
+    def chars(data):
+        if text.taking:
+            text.parts.append(data)
+
+    with archive.open(name) as part:
+        for _ in _expat_parts(part, (start, end, chars)):
+            pass
+    return strings
+
+
+@functools.lru_cache(maxsize=4096)
+def _column_of(letters):
+    """The column number of a cell reference's letters ("AB" -> 28)."""
+    from openpyxl.utils.cell import column_index_from_string
+    return column_index_from_string(letters)
+
+
+class _SheetCells:
+    """A cell's value as openpyxl's read-only, data-only reader gives it (its WorkSheetParser.parse_cell)."""
+
+    def __init__(self, strings, epoch, date_styles, duration_styles):
+        from openpyxl.utils.datetime import from_excel, from_ISO8601
+        self.strings, self.epoch = strings, epoch
+        self.date_styles, self.duration_styles = date_styles, duration_styles
+        self.from_excel, self.from_iso = from_excel, from_ISO8601
+
+    def value(self, kind, style, text):
+        if not text:
+            return None
+        if kind == "n":
+            number = float(text) if ("." in text or "E" in text or "e" in text) else int(text)
+            if style and int(style) in self.date_styles:
+                try:
+                    return self.from_excel(number, self.epoch, timedelta=int(style) in self.duration_styles)
+                except (OverflowError, ValueError):
+                    return "#VALUE!"
+            return number
+        if kind == "s":
+            return self.strings[int(text)]
+        if kind == "b":
+            return bool(int(text))
+        if kind == "d":
+            return self.from_iso(text)
+        return text  # "str" (a formula's text), "e" (an error such as #N/A)
+
+
+def _sheet_rows(part, cells):
+    """Yield (row number, [cell text, ...], bad) for each <row> of a sheet part; `bad`: a cell of
+    the row could not be read (a broken reference or value)."""
+    rows = []
+    text = _Text()
+    tags = _TAGS
+    strings = cells.strings
+    number, col, values, kind, style, in_value, inline, bad = 0, 0, None, None, None, False, False, False
+    value_parts = []
+
+    def start(name, attrs):
+        nonlocal number, col, values, kind, style, in_value, inline, bad
+        tag = tags.get(name)
+        if tag == "c":
+            ref = attrs.get("r")
+            if ref:
+                try:
+                    col = _column_of(ref.rstrip("0123456789"))
+                except ValueError:
+                    col, bad = col + 1, True
+            else:
+                col += 1
+            kind = attrs.get("t", "n")
+            style = attrs.get("s")
+            inline = False
+            value_parts.clear()
+        elif tag == "v":
+            in_value = True
+        elif tag == "is":
+            inline = True
+        elif tag == "row":
+            ref = attrs.get("r")
+            number = int(ref) if ref and ref.isdigit() else number + 1
+            col, values, bad = 0, [], False
+        elif tag is not None and inline:
+            text.start(tag)
+
+    def end(name):
+        nonlocal values, in_value, inline, bad
+        tag = tags.get(name)
+        if tag == "c":
+            if values is None:  # a cell outside any row
+                return
+            try:
+                if kind == "s":
+                    value = strings[int(value_parts[0] if len(value_parts) == 1 else "".join(value_parts))] \
+                        if value_parts else ""
+                elif kind == "inlineStr":
+                    value = text.take() if inline else ""
+                else:
+                    value = _cell_text(cells.value(kind, style, "".join(value_parts)))
+            except (ValueError, IndexError, TypeError, OverflowError):
+                bad = True
+                return
+            finally:
+                inline = False
+            if col > XLSX_MAX_COLUMN:
+                bad = True
+            elif col > len(values):
+                if col - 1 > len(values):
+                    values.extend([""] * (col - 1 - len(values)))
+                values.append(value)
+            else:
+                values[col - 1] = value
+        elif tag == "v":
+            in_value = False
+        elif tag == "row":
+            if values is not None:
+                rows.append((number, values, bad))
+            values = None
+        elif tag is not None and inline:
+            text.end(tag)
+
+    def chars(data):
+        if in_value:
+            value_parts.append(data)
+        elif text.taking:
+            text.parts.append(data)
+
+    for _ in _expat_parts(part, (start, end, chars)):
+        yield from rows
+        rows.clear()
+
+
+def _open_book(fh):
+    """(archive, first worksheet's part, shared-strings part or None, epoch, date styles, duration
+    styles): openpyxl reads the package, the workbook and its styles (small parts), not the cells."""
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.styles.stylesheet import apply_stylesheet
+    from openpyxl.xml.constants import SHARED_STRINGS
+    reader = ExcelReader(fh, read_only=True, data_only=True)
+    reader.read_manifest()
+    reader.read_workbook()
+    apply_stylesheet(reader.archive, reader.parser.wb)
+    wb = reader.parser.wb
+    sheet = next((rel.target for _sheet, rel in reader.parser.find_sheets()
+                  if rel.target in reader.valid_files and "chartsheet" not in rel.Type), None)
+    strings = reader.package.find(SHARED_STRINGS)
+    return (reader.archive, sheet, strings.PartName[1:] if strings is not None else None, wb.epoch,
+            getattr(wb, "_date_formats", set()), getattr(wb, "_timedelta_formats", set()))
 
 
 def iter_xlsx(path):
-    """Yield (line, cells, problem) from the first sheet, read-only and streamed."""
-    openpyxl = _openpyxl()
+    """Yield (line, cells, problem) from the first sheet, streamed: `line` is the sheet's row number."""
     check_xlsx_archive(path)
-    fh = open(path, "rb")  # a file object: stored names have no extension for openpyxl to check
-    try:
-        wb = openpyxl.load_workbook(fh, read_only=True, data_only=True)
-    except Exception:  # openpyxl raises many types for a broken archive
-        fh.close()
-        raise FileRejected(_l("This is not a valid XLSX file."))
-    try:
-        ws = wb.worksheets[0]
-        for line, row in enumerate(ws.iter_rows(values_only=True), start=1):
-            cells = [_cell_text(c) for c in row]
-            while cells and cells[-1] == "":
-                cells.pop()
-            if not cells:
-                continue
-            if any(len(c) > FIELD_SIZE_LIMIT for c in cells):
-                yield line, None, _l("A value is longer than %(max)d characters or the row is malformed.",
-                                     max=FIELD_SIZE_LIMIT)
-                continue
-            yield line, cells, None
-    finally:
-        wb.close()
-        fh.close()
+    with open(path, "rb") as fh:  # a file object: stored names have no extension for openpyxl to check
+        try:
+            archive, sheet, strings, epoch, dates, durations = _open_book(fh)
+        except FileRejected:
+            raise
+        except Exception:  # openpyxl raises many types for a broken package
+            raise FileRejected(_l("This is not a valid XLSX file."))
+        try:
+            if sheet is None:
+                return
+            cells = _SheetCells(_shared_strings(archive, strings) if strings else [], epoch, dates, durations)
+            with archive.open(sheet) as part:
+                for line, values, bad in _sheet_rows(part, cells):
+                    while values and values[-1] == "":
+                        values.pop()
+                    if not values and not bad:
+                        continue
+                    if bad or any(len(c) > FIELD_SIZE_LIMIT for c in values):
+                        yield line, None, _l("A value is longer than %(max)d characters or the row is malformed.",
+                                             max=FIELD_SIZE_LIMIT)
+                        continue
+                    yield line, values, None
+        finally:
+            archive.close()
 
 
 # ----------------------------------------------------------------- one entry point

@@ -459,36 +459,3 @@ def test_an_overlong_header_line_is_refused_with_its_reason(app, world):
             services.store_upload(io.BytesIO(("email" + ";" * (parsing.MAX_LINE + 5) + "\n").encode()), "h.csv",
                                   user(app, "admin"))
         assert str(exc.value.field_errors["file"][0]) == f"The line is longer than {parsing.MAX_LINE} characters."
-
-
-def test_a_sheet_without_a_dimension_is_read_like_one_with_it(tmp_path):
-    """The reader learns a sheet's size from its head (parsing._size_from_the_sheet_head): a sheet
-    with <dimension> gets that size, as openpyxl gives it; one without (openpyxl's write-only mode
-    writes none) gets none, and both give the same rows."""
-    import openpyxl
-
-    from app.imports import parsing
-    rows = [["email", "firstName", "lastName", "phone"], ["a@example.org", "Ann", "Lee", "+4915123000001"],
-            ["b@example.org", "Bob", None, "+4915123000002"]]
-    normal, streamed = tmp_path / "normal.xlsx", tmp_path / "streamed.xlsx"
-    wb = openpyxl.Workbook()
-    for row in rows:
-        wb.active.append(row)
-    wb.save(normal)
-    wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet()
-    for row in rows:
-        ws.append(row)
-    wb.save(streamed)
-    with zipfile.ZipFile(normal) as zf:
-        assert b'<dimension ref="A1:D3"' in zf.read("xl/worksheets/sheet1.xml")
-    with zipfile.ZipFile(streamed) as zf:
-        assert b"<dimension" not in zf.read("xl/worksheets/sheet1.xml")
-    openpyxl = parsing._openpyxl()
-    for path, size in ((normal, (1, 1, 4, 3)), (streamed, (1, 1, None, None))):
-        wb = openpyxl.load_workbook(path, read_only=True)
-        sheet = wb.worksheets[0]
-        assert (sheet.min_column, sheet.min_row, sheet.max_column, sheet.max_row) == size
-        wb.close()
-        read = [(line, cells, problem) for line, cells, problem in parsing.iter_xlsx(str(path))]
-        assert read == [(n, [c or "" for c in row], None) for n, row in enumerate(rows, 1)]
