@@ -8,9 +8,12 @@ Text cells a spreadsheet would run as a formula are neutralised with a leading a
 import csv
 import datetime as dt
 import io
+import itertools
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from flask_appbuilder.security.sqla.models import User
 from sqlalchemy import and_, select
@@ -343,19 +346,86 @@ def _copy_csv(actor, req, columns):
 
 
 def write_xlsx(actor, req, path):
-    """Write the export as XLSX (openpyxl write-only, streamed to disk); returns the row count."""
+    """Write the export as XLSX, streamed to disk; returns the row count.
+
+    openpyxl writes the package (workbook, styles, content types) around an empty sheet; the
+    sheet's rows are then streamed into the archive as XML by `_sheet_rows_xml`. openpyxl's own
+    write-only sheet built objects per cell: 24 of the 30 s a 98k-client export took."""
+    import zipfile
+
     import openpyxl
     columns = columns_for(req)
     wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("Clients")
-    ws.append(columns)
-    n = 0
-    for cells in iter_rows(actor, req, columns):
-        ws.append(cells)
-        n += 1
-    wb.save(path)
+    wb.create_sheet("Clients")
+    frame = io.BytesIO()
+    wb.save(frame)
+    rows = iter_rows(actor, req, columns)
+    counted = [0]
+
+    def counting():
+        for cells in rows:
+            counted[0] += 1
+            yield cells
+    with zipfile.ZipFile(frame) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        sheet = next(name for name in src.namelist() if name.startswith("xl/worksheets/") and name.endswith(".xml"))
+        for info in src.infolist():
+            if info.filename != sheet:
+                out.writestr(info.filename, src.read(info))
+                continue
+            head, marker, tail = src.read(info).decode("utf-8").partition("<sheetData></sheetData>")
+            if not marker:
+                raise RuntimeError("openpyxl wrote a sheet without an empty <sheetData>")
+            with out.open(sheet, "w", force_zip64=True) as part:
+                part.write((head + "<sheetData>").encode("utf-8"))
+                for piece in _sheet_rows_xml([columns], counting()):
+                    part.write(piece)
+                part.write(("</sheetData>" + tail).encode("utf-8"))
+    n = counted[0]
     _audit(actor, req, n)
     return n
+
+
+# Characters XML 1.0 cannot hold (openpyxl refuses them); a client's text never has them (the
+# validators strip control characters), but an export must not fail on an old row that does.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# (a carriage return as a reference: XML parsers turn a literal one into a line feed)
+_XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+
+
+def _sheet_rows_xml(head_rows, rows, block=256 * 1024):
+    """<row> elements of a sheet, as UTF-8 pieces of about `block` bytes: text cells as inline
+    strings (as openpyxl writes them), numbers and booleans as such, None as no cell."""
+    from openpyxl.utils.cell import get_column_letter
+    letters = []
+    parts, size, number = [], 0, 0
+    for cells in itertools.chain(head_rows, rows):
+        number += 1
+        while len(letters) < len(cells):
+            letters.append(get_column_letter(len(letters) + 1))
+        row = [f'<row r="{number}">']
+        for i, value in enumerate(cells):
+            if value is None:
+                continue
+            ref = f"{letters[i]}{number}"
+            if isinstance(value, bool):
+                row.append(f'<c r="{ref}" t="b"><v>{int(value)}</v></c>')
+            elif isinstance(value, (int, float, Decimal)):
+                row.append(f'<c r="{ref}" t="n"><v>{value}</v></c>')
+            else:
+                text = str(value).translate(_XML_ESCAPES)
+                if _XML_ILLEGAL.search(text):
+                    text = _XML_ILLEGAL.sub("", text)
+                space = ' xml:space="preserve"' if text != text.strip() else ""
+                row.append(f'<c r="{ref}" t="inlineStr"><is><t{space}>{text}</t></is></c>')
+        row.append("</row>")
+        piece = "".join(row)
+        parts.append(piece)
+        size += len(piece)
+        if size >= block:
+            yield "".join(parts).encode("utf-8")
+            parts, size = [], 0
+    if parts:
+        yield "".join(parts).encode("utf-8")
 
 
 # ----------------------------------------------------------------- background export job (large sets)

@@ -2,7 +2,9 @@
 
 import csv
 import io
+import os
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select
 
@@ -73,14 +75,15 @@ def test_neutralised_cells_never_start_with_a_trigger(value):
     assert unneutralise(out) == value
 
 
-def test_round_trip_export_import_changes_nothing(app, world, web, make_client):
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_round_trip_export_import_changes_nothing(app, world, web, make_client, fmt):
     make_client(email="a@example.org", first_name="Ann", last_name="-Lee", city="Bonn", country="DE",
                 desk_id=world.d1a, manager_id=world.users["mgr_p1"], status_id=world.status_vip, tags="x, y",
                 date_of_birth="1980-01-02", description="+ plus")
     make_client(email="b@example.org", project_id=world.p2, gender="female")
     before = {e: _snapshot(c) for e, c in clients_by_email(app).items()}
-    data = web("admin").get("/clients/export/?bom=1").get_data()
-    p, rep = run_import(app, data)
+    data = web("admin").get(f"/clients/export/?bom=1&fmt={fmt}").get_data()
+    p, rep = run_import(app, data, filename=f"clients.{fmt}")
     assert (p["unchanged"], p["created"], p["updated"], p["failed"]) == (2, 0, 0, 0), rep
     after = {e: _snapshot(c) for e, c in clients_by_email(app).items()}
     assert after == before
@@ -135,8 +138,26 @@ def test_every_export_path_writes_the_same_cells(app, world, web, make_client):
         streamed = b"".join(exports.stream_csv(admin, req)).decode("utf-8")
         python_rows = [["" if c is None else str(c) for c in cells]
                        for cells in exports.iter_rows(admin, req, columns)]
+        typed_rows = list(exports.iter_rows(admin, req, columns))
+        xlsx_path = os.path.join(app.config["EXPORT_FOLDER"], "every-path.xlsx")
+        os.makedirs(app.config["EXPORT_FOLDER"], exist_ok=True)
+        assert exports.write_xlsx(admin, req, xlsx_path) == len(HOSTILE)
         dialect = db.session.get_bind().dialect.name
         db.session.remove()
+    # The XLSX sheet (streamed by exports._sheet_rows_xml) holds the same cells, as openpyxl reads
+    # them: text as text (line breaks and carriage returns kept), numbers as numbers, no cell for None.
+    import openpyxl
+    wb = openpyxl.load_workbook(xlsx_path)
+    sheet_rows = [list(r) for r in wb.worksheets[0].iter_rows(values_only=True)]
+    wb.close()
+    os.remove(xlsx_path)
+    assert sheet_rows[0] == columns
+    assert sheet_rows[1:] == [cells + [None] * (len(columns) - len(cells)) for cells in typed_rows]
+    assert any(isinstance(c, int) and not isinstance(c, bool) for row in sheet_rows[1:] for c in row)
+    assert any(isinstance(c, str) and "\r\n" in c for row in sheet_rows[1:] for c in row)
+    for row in sheet_rows[1:]:
+        for cell in row:
+            assert not isinstance(cell, str) or cell[:1] not in exports.FORMULA_TRIGGERS, (dialect, row)
     parsed = list(csv.reader(io.StringIO(streamed)))
     assert parsed[0] == columns and "custom.topics" in columns
     assert parsed[1:] == python_rows and len(python_rows) == len(HOSTILE)
