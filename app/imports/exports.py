@@ -359,13 +359,6 @@ def write_xlsx(actor, req, path):
     wb.create_sheet("Clients")
     frame = io.BytesIO()
     wb.save(frame)
-    rows = iter_rows(actor, req, columns)
-    counted = [0]
-
-    def counting():
-        for cells in rows:
-            counted[0] += 1
-            yield cells
     with zipfile.ZipFile(frame) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
         sheet = next(name for name in src.namelist() if name.startswith("xl/worksheets/") and name.endswith(".xml"))
         for info in src.infolist():
@@ -377,10 +370,10 @@ def write_xlsx(actor, req, path):
                 raise RuntimeError("openpyxl wrote a sheet without an empty <sheetData>")
             with out.open(sheet, "w", force_zip64=True) as part:
                 part.write((head + "<sheetData>").encode("utf-8"))
-                for piece in _sheet_rows_xml([columns], counting()):
+                for piece in _sheet_rows_xml(itertools.chain([columns], iter_rows(actor, req, columns))):
                     part.write(piece)
                 part.write(("</sheetData>" + tail).encode("utf-8"))
-    n = counted[0]
+    n = last_row_count()  # iter_rows counts what it read
     _audit(actor, req, n)
     return n
 
@@ -392,13 +385,13 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 
 
-def _sheet_rows_xml(head_rows, rows, block=256 * 1024):
+def _sheet_rows_xml(rows, block=256 * 1024):
     """<row> elements of a sheet, as UTF-8 pieces of about `block` bytes: text cells as inline
     strings (as openpyxl writes them), numbers and booleans as such, None as no cell."""
     from openpyxl.utils.cell import get_column_letter
     letters = []
     parts, size, number = [], 0, 0
-    for cells in itertools.chain(head_rows, rows):
+    for cells in rows:
         number += 1
         while len(letters) < len(cells):
             letters.append(get_column_letter(len(letters) + 1))
