@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -40,7 +41,9 @@ _DIRECT = {"id": "id", "email": "email", "type": "client_type", "firstName": "fi
            "affiliateId": "affiliate_id", "campaignId": "campaign_id", "sourceId": "source_id", "subId": "sub_id",
            "externalId": "external_id", "gender": "gender", "dateOfBirth": "date_of_birth",
            "nationality": "nationality", "description": "description"}
-_last_count = [0]
+# The rows the last export of this thread wrote: a background export thread and an inline export
+# request of the same process each read their own.
+_counts = threading.local()
 
 
 @dataclass
@@ -201,11 +204,11 @@ def iter_rows(actor, req, columns):
         total += len(batch)
         last = batch[-1].id
         db.session.expunge_all()
-    _last_count[0] = total
+    _counts.last = total
 
 
 def last_row_count():
-    return _last_count[0]
+    return getattr(_counts, "last", 0)
 
 
 def _audit(actor, req, rows):
@@ -232,7 +235,7 @@ def stream_csv(actor, req):
     if db.session.get_bind().dialect.name == "postgresql":
         yield buf.getvalue().encode("utf-8")
         n = yield from _copy_csv(actor, req, columns)
-        _last_count[0] = n
+        _counts.last = n
         _audit(actor, req, n)
         return
     n = 0

@@ -227,3 +227,33 @@ def test_purge_exports_command(app, world, web, three, monkeypatch):
     result = app.test_cli_runner().invoke(args=["clientdesk", "purge-exports"])
     assert result.exit_code == 0 and re.search(r"deleted [1-9]\d* export file\(s\)", result.output)
     assert _job(app, pk).status == "expired"
+
+
+def test_each_thread_reads_the_row_count_of_its_own_export(app, world, three):
+    """A background export thread and an inline export in another thread of the same process:
+    the job stores the count of its own file, not of the export that finished last."""
+    import threading
+
+    from app.imports import exports
+    from tests.conftest import user
+    first_done, second_done, seen = threading.Event(), threading.Event(), {}
+
+    def background():
+        with app.app_context():
+            admin = user(app, "admin")
+            one = exports.ExportRequest(q="big-0@example.org")
+            seen["rows"] = sum(1 for _ in exports.iter_rows(admin, one, exports.columns_for(one)))
+            first_done.set()
+            second_done.wait(30)
+            seen["count"] = exports.last_row_count()
+
+    worker = threading.Thread(target=background)
+    worker.start()
+    assert first_done.wait(30)
+    with app.app_context():
+        every = exports.ExportRequest()
+        assert sum(1 for _ in exports.iter_rows(user(app, "admin"), every, exports.columns_for(every))) == 4
+        assert exports.last_row_count() == 4
+    second_done.set()
+    worker.join(30)
+    assert seen == {"rows": 1, "count": 1}
