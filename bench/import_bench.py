@@ -144,6 +144,76 @@ def phase_peer_copy_in(db_url, path):
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": int(rows / seconds)}
 
 
+# The tables an import writes, in the order it writes them.
+_FLOOR_TABLES = ("client", "client_tag", "audit_log")
+
+
+def phase_floor(db_url, connections):
+    """The database's own share of an import: the rows client, client_tag and audit_log hold after
+    it (with the set-up's few audit rows) written again, by COPY as the import writes them, into
+    copies of those tables with the same indexes, defaults and foreign keys, with no Python between
+    rows. The rows are read out first (not timed); the writes are split over `connections`
+    concurrent connections by client id, as the import's writer threads split its chunks. Run after
+    the import; the copies are dropped."""
+    import threading
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+    url = make_url(db_url)
+
+    def connect():
+        return psycopg.connect(host=url.host, port=url.port or 5432, user=url.username, dbname=url.database)
+
+    keys = {"client": "id", "client_tag": "client_id", "audit_log": "client_id"}
+    order = {"client": "id", "client_tag": "client_id, tag_id", "audit_log": "id"}  # as written
+    parts = {}  # (table, part) -> binary COPY data
+    with connect() as conn:
+        for table in _FLOOR_TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS bench_floor_{table}")
+            conn.execute(f"CREATE TABLE bench_floor_{table} (LIKE {table} INCLUDING ALL)")
+            for name, definition in conn.execute(
+                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE conrelid = %s::regclass AND contype = 'f'", (table,)).fetchall():
+                definition = definition.replace("REFERENCES client(", "REFERENCES bench_floor_client(")
+                conn.execute(f"ALTER TABLE bench_floor_{table} ADD CONSTRAINT floor_{name} {definition}")
+            for part in range(connections):
+                query = (f"SELECT * FROM {table} WHERE coalesce({keys[table]}, 0) % {connections} = {part} "
+                         f"ORDER BY {order[table]}")
+                with conn.cursor().copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+                    parts[table, part] = b"".join(bytes(block) for block in copy)
+        rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _FLOOR_TABLES}
+        conn.commit()
+    failures = []
+
+    def write(part):
+        try:
+            with connect() as conn, conn.cursor() as cur:
+                for table in _FLOOR_TABLES:
+                    with cur.copy(f"COPY bench_floor_{table} FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(parts[table, part])
+                conn.commit()
+        except Exception as exc:  # reported by the phase, not lost in a thread
+            failures.append(exc)
+
+    pg0 = _postgres_cpu(db_url)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - t0
+    pg1 = _postgres_cpu(db_url)
+    with connect() as conn:
+        for table in reversed(_FLOOR_TABLES):
+            conn.execute(f"DROP TABLE bench_floor_{table}")
+        conn.commit()
+    if failures:
+        raise failures[0]
+    return {"rows": rows, "seconds": round(seconds, 2), "connections": connections,
+            "writes_postgres_cpu_s": round(pg1 - pg0, 1) if pg0 is not None and pg1 is not None else None}
+
+
 def phase_peer_copy_out(db_url):
     """Peer of E1 (spec 10's physical limit): COPY TO of the export's joined shape (the same columns
     and joins, tags aggregated) with no formatting or formula guard, read by this process."""
@@ -190,6 +260,8 @@ def child(args):
         out = phase_peer_copy_in(args.db, args.file)
     elif args.phase == "peer-out":
         out = phase_peer_copy_out(args.db)
+    elif args.phase in ("floor-1", "floor-2"):
+        out = phase_floor(args.db, int(args.phase[-1]))
     else:
         out = phase_export(args.db)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -266,7 +338,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
     ap.add_argument("--file")
-    ap.add_argument("--phase", choices=["setup", "import", "export", "peer-in", "peer-out"])
+    ap.add_argument("--phase", choices=["setup", "import", "export", "peer-in", "peer-out",
+                                                                  "floor-1", "floor-2"])
     ap.add_argument("--export", action="store_true", help="also measure the CSV export of all clients")
     ap.add_argument("--reimport", action="store_true", help="also re-run the same file (all unchanged)")
     args = ap.parse_args()
@@ -290,6 +363,15 @@ def main():
         # spec 10, I1: 10,000 rows/s against a COPY of ~270,000-280,000 rows/s where it was set
         print(f"  peer: COPY of the raw file, same run: {peer['rows_per_s']} rows/s ({peer['seconds']}s); "
               f"import/COPY = 1/{peer['rows_per_s'] / max(r['rows_per_s'], 1):.0f} (bar I1: 1/{275_000 / 10_000:.0f})")
+    if postgresql:
+        # The same rows written again by the server alone: what the schema's indexes, foreign keys
+        # and WAL cost before any parsing, validation or Python (the least an import can take here).
+        for phase in ("floor-1", "floor-2"):
+            f = run_phase(args, phase)
+            print(f"  floor: the import's final rows ({f['rows']['client']} clients, {f['rows']['client_tag']} "
+                  f"tag links, {f['rows']['audit_log']} audit rows) by COPY into copies with the same "
+                  f"indexes, {f['connections']} connection(s): {f['seconds']}s, "
+                  f"PostgreSQL {f['writes_postgres_cpu_s']} cpu-s; import/floor = {r['seconds'] / f['seconds']:.1f}")
     if args.reimport:
         r = run_phase(args, "import")
         print(f"reimport {dialect:27s} rows={r['total']} {r['seconds']}s  {r['rows_per_s']} rows/s  "

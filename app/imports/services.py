@@ -825,6 +825,7 @@ class ImportRun:
                                processed=False, rating=0, actions_exist=False, created_by_id=user.id,
                                status_id=self.default_status)
         self.plan = None  # the file's RepeatPlan, read by _run
+        self.spool = None  # the rows of an XLSX file as the plan's pass read them (parsing.Spool)
         self.inflight = []  # (through, {id: (n, record)}, {e-mail: (n, record)}) of chunks not yet committed
         self.carried, self.resolved = {}, []  # of the chunk being processed (see _create)
         self.dialect = db.session.get_bind().dialect.name
@@ -1311,14 +1312,30 @@ def _run(job, user):
     # pass below instead of holding up the first chunk.
     size = os.path.getsize(path) if os.path.exists(path) else 0  # a lost file is reported by the pass below
     helper = PhoneHelper.start(run, job.total_rows or size // PhoneHelper.MIN_ROW_BYTES)
+    spool_bytes = int(current_app.config.get("IMPORT_SPOOL_MAX_BYTES") or 0)
+    if job.file_format == "xlsx" and spool_bytes > 0:
+        run.spool = parsing.Spool(import_folder(), spool_bytes)
     try:
         # One pass before the run: the rows of repeated keys, and the row count for the progress bar.
-        run.plan = RepeatPlan.read(parsing.iter_file(path, job.file_format, job.encoding, job.delimiter),
+        items = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
+        run.plan = RepeatPlan.read(run.spool.tee(items) if run.spool is not None else items,
                                    run.mapping, int(current_app.config.get("IMPORT_MAX_HELD_ROWS") or 0))
     except BaseException:
         if helper is not None:
             helper.close()
+        if run.spool is not None:
+            run.spool.close()
         raise
+    try:
+        _run_planned(job, run, path, helper)
+    finally:
+        if run.spool is not None:
+            run.spool.close()
+
+
+def _run_planned(job, run, path, helper):
+    """The run of a job whose file `run.plan` has read: its chunks, then the job's end."""
+    job_id = job.id
     total = job.total_rows
     if total is None:
         total = run.plan.rows
@@ -1373,7 +1390,10 @@ class ConcurrentRun(RuntimeError):
 def _run_chunks(run, job_id, path, job, writers, total, helper=None):
     """Process the file's chunks after the checkpoint and hand them to a ChunkWriter; False if cancelled.
     `helper`: a phone helper started for this run (closed here), else one is started if wanted."""
-    rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
+    if run.spool is not None and run.spool.ready:
+        rows = run.spool.items()
+    else:
+        rows = parsing.iter_file(path, job.file_format, job.encoding, job.delimiter)
     try:
         writer = ChunkWriter(run, job_id, writers)
     except BaseException:
