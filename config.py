@@ -168,9 +168,10 @@ class Config:
     # Rows of a repeated key wait (in memory) for the last row of their key, so that all of them
     # are processed in one chunk and a re-run of the file changes nothing; at most this many wait.
     IMPORT_MAX_HELD_ROWS = env_int("IMPORT_MAX_HELD_ROWS", 50_000)
-    # An XLSX import's first pass keeps the rows it read as CSV beside the upload for the run's pass
-    # (reading a sheet's XML again costs ~5 s per 100k rows); past this size (long shared strings
-    # repeated in many cells) the spool is dropped and the sheet read again. 0: never spool.
+    # An XLSX import's first pass keeps the rows it read as CSV, in a nameless temporary file in
+    # IMPORT_FOLDER, for the run's pass (parsing a sheet's XML again costs 5-10 s per 100k rows);
+    # past this many bytes (long shared strings repeated in many cells) the spool is dropped and the
+    # sheet read again. 0: never spool.
     IMPORT_SPOOL_MAX_BYTES = env_int("IMPORT_SPOOL_MAX_BYTES", 1024 ** 3)
     # RQ: queue name, per-job timeout (s), retry delays (s) and how long failed jobs stay in Redis.
     JOB_QUEUE = os.environ.get("JOB_QUEUE", "clientdesk")

@@ -515,7 +515,7 @@ class Spool:
     """The items of one pass over a file, kept as plain CSV for the next pass.
 
     An import reads its file twice (the repeat plan, then the run). A CSV file is read again in
-    ~0.3 s per 100k rows, but a sheet's XML takes ~5 s: so the first pass over an XLSX file writes
+    ~0.3 s per 100k rows, but a sheet's XML takes 5-10 s: so the first pass over an XLSX file writes
     what it yields here and the second reads that back. Each item is one CSV record: its line, then
     "-" when the row could not be read (no cells) or "+" and its cells, then its problem (empty for
     none). The spool is a nameless temporary file in `folder` (no other run can open it, and it is
@@ -532,22 +532,21 @@ class Spool:
 
     def tee(self, items):
         """Yield `items` as they come while writing them to the spool."""
+        import io
         import tempfile
         self.close()
-        self.fh = fh = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogatepass", newline="",
-                                              dir=self.folder)
+        # write_through: each row goes on to the binary file at once, whose position is then the size
+        self.fh = fh = io.TextIOWrapper(tempfile.TemporaryFile("w+b", dir=self.folder), encoding="utf-8",
+                                        errors="surrogatepass", newline="", write_through=True)
         writer = csv.writer(fh)
-        size = 0
         for item in items:
             if fh is not None:
                 line, cells, problem = item
-                size += 16 + (sum(map(len, cells)) + len(cells) if cells is not None else 0)
-                if size > self.max_bytes:
+                writer.writerow((line, "-" if cells is None else "+", "" if problem is None else str(problem),
+                                 *(cells or ())))
+                if fh.buffer.tell() > self.max_bytes:
                     self.close()
                     fh = None
-                else:
-                    writer.writerow((line, "-" if cells is None else "+", "" if problem is None else str(problem),
-                                     *(cells or ())))
             yield item
         self.ready = fh is not None
 

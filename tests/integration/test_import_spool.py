@@ -54,6 +54,9 @@ def test_a_pass_that_did_not_reach_the_end_leaves_no_spool_to_read(tmp_path):
     assert not spool.ready
 
 
+BOB_NOTE = 'tab\tand "quotes", commas ' + "z" * 200  # the spool passes 300 bytes at this row
+
+
 def _workbook():
     """Repeated e-mails in different chunks (held rows), an update of an earlier row, a row that
     cannot be read (a cell past the last column), a bad phone, and texts that need quoting."""
@@ -61,7 +64,7 @@ def _workbook():
     ws = wb.active
     ws.append(["email", "firstName", "lastName", "phone", "description"])
     ws.append(["ann@example.org", "Ann", "Lee", "+4915123000001", 'first, "quoted"\nline'])
-    ws.append(["bob@example.org", "Bob", "Kay", "+4915123000002", 'tab\tand "quotes", commas'])
+    ws.append(["bob@example.org", "Bob", "Kay", "+4915123000002", BOB_NOTE])
     ws.append(["cid@example.org", "Cid", "Roe", "not a phone", "x"])
     ws.append(["dan@example.org", "Dan", "Fox", "+4915123000004", "semi; colon"])
     ws.append(["ann@example.org", "Anna", "Lee", "+4915123000001", "second"])
@@ -82,7 +85,7 @@ def _workbook():
 
 @pytest.mark.parametrize("spool_bytes, sheet_reads", [(10 ** 6, 1), (0, 2), (300, 2)])
 def test_an_xlsx_import_ends_the_same_with_or_without_its_spool(app, world, monkeypatch, spool_bytes, sheet_reads):
-    monkeypatch.setitem(app.config, "IMPORT_SPOOL_MAX_BYTES", spool_bytes)  # 300: dropped mid-pass
+    monkeypatch.setitem(app.config, "IMPORT_SPOOL_MAX_BYTES", spool_bytes)  # 300: dropped at row 3
     monkeypatch.setitem(app.config, "IMPORT_CHUNK_SIZE", 2)
     reads = []  # whole passes over the sheet (the upload's preview reads only its head)
     real = parsing.iter_xlsx
@@ -102,6 +105,6 @@ def test_an_xlsx_import_ends_the_same_with_or_without_its_spool(app, world, monk
     assert sorted(clients) == ["ann@example.org", "bob@example.org", "dan@example.org", "eve@example.org"]
     # the held row and the later row of its e-mail made one client, the later values winning
     assert (clients["ann@example.org"].first_name, clients["ann@example.org"].description) == ("Anna", "second")
-    assert clients["bob@example.org"].description == 'tab\tand "quotes", commas'
+    assert clients["bob@example.org"].description == BOB_NOTE
     assert clients["dan@example.org"].description == "semi; colon"
     assert clients["eve@example.org"].description == "Ñandú Тест"
