@@ -184,7 +184,6 @@ def phase_floor(db_url, connections):
         rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in _FLOOR_TABLES}
         conn.commit()
     failures = []
-
     backend_cpu = []  # each writing backend's CPU seconds, read from /proc before it ends
     tick = os.sysconf("SC_CLK_TCK")
 
@@ -344,8 +343,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
     ap.add_argument("--file")
-    ap.add_argument("--phase", choices=["setup", "import", "export", "peer-in", "peer-out",
-                                                                  "floor-1", "floor-2"])
+    ap.add_argument("--phase", choices=["setup", "import", "export", "peer-in", "peer-out", "floor-1", "floor-2"])
     ap.add_argument("--export", action="store_true", help="also measure the CSV export of all clients")
     ap.add_argument("--reimport", action="store_true", help="also re-run the same file (all unchanged)")
     args = ap.parse_args()
